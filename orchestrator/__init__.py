@@ -1,0 +1,1 @@
+"""rebill: bulk reverse-and-rebill runs against billing platforms."""

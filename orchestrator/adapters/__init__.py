@@ -1,0 +1,1 @@
+"""Adapters to the outside world: ledger (SQLAlchemy), providers (httpx), broker, CLI."""

@@ -1,0 +1,1 @@
+"""Use cases: coordinator (planning), reversal, rebill, poller, reconciler. Pure of infrastructure."""
