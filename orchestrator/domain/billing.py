@@ -7,9 +7,10 @@ boundary and hands the services these frozen dataclasses. Money is always `Decim
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 
 class BillingLogStatus(enum.IntEnum):
@@ -68,6 +69,26 @@ class BillingLog:
     original_key: str | None = None
     batch_id: str | None = None
     information: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain-JSON snapshot, kept with the run so retries rebill from what was read at start."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("billing_date", "effective_date"):
+            value = data[name]
+            data[name] = value.isoformat() if value else None
+        for name in ("status", "accounting_method", "auto_pay_option"):
+            data[name] = int(data[name])
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BillingLog:
+        values = dict(data)
+        for name in ("billing_date", "effective_date"):
+            values[name] = datetime.fromisoformat(values[name]) if values.get(name) else None
+        values["status"] = BillingLogStatus(values["status"])
+        values["accounting_method"] = AccountingMethod(values["accounting_method"])
+        values["auto_pay_option"] = AutoPayOption(values["auto_pay_option"])
+        return cls(**values)
 
 
 class SkipReason(enum.StrEnum):

@@ -57,9 +57,7 @@ class TransientProviderError(ProviderError):
         may_have_applied: bool = False,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(
-            message, operation=operation, status_code=status_code, may_have_applied=may_have_applied
-        )
+        super().__init__(message, operation=operation, status_code=status_code, may_have_applied=may_have_applied)
         self.retry_after = retry_after
 
 

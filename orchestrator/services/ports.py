@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 from orchestrator.domain.billing import (
     ApiCall,
     Batch,
     BillingLog,
+    BillingLogStatus,
     Invoice,
     InvoicePage,
     Rebill,
     Reversal,
     ServerSideReversal,
+)
+from orchestrator.domain.run import (
+    Item,
+    ItemOutcome,
+    ItemState,
+    PlannedItem,
+    ReasonCode,
+    RebillPhase,
+    Run,
+    RunOptions,
+    RunState,
+    StatusEvent,
 )
 
 CallObserver = Callable[[ApiCall], None]
@@ -64,5 +79,153 @@ class BillingProvider(Protocol):
     def get_batch(self, batch_id: str) -> Batch: ...
 
 
-class ProviderFactory(Protocol):
-    def __call__(self, observer: CallObserver | None = None) -> BillingProvider: ...
+class Dispatcher(Protocol):
+    """Sends work to the workers. Called only after the ledger change it follows is committed."""
+
+    def plan(self, run_id: str) -> None: ...
+
+    def reverse_chunk(self, run_id: str, chunk_id: int, *, countdown: float = 0) -> None: ...
+
+    def rebill(self, run_id: str, *, countdown: float = 0) -> None: ...
+
+    def poll(self, run_id: str, *, countdown: float = 0) -> None: ...
+
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    id: str
+    provider: str
+    original: BillingLog
+    options: RunOptions
+    state: RunState
+    tracking_log_key: str | None
+    guard_key: str | None
+    created_at: datetime
+    schedule_slot: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkProgress:
+    open_items: int
+    wake_at: datetime | None  # earliest RETRY_WAIT item, when nothing is claimable now
+    done: bool
+
+
+class Ledger(Protocol):
+    """The source of truth. Every method is one transaction; conditional ones say so by returning bool."""
+
+    # Runs
+    def create_run(self, run: NewRun) -> Run:
+        """Raises RunRefused when another run holds the same guard key (same billing/party)."""
+        ...
+
+    def get_run(self, run_id: str) -> Run | None: ...
+
+    def resolve_run_id(self, prefix: str) -> str | None:
+        """The one run id starting with `prefix`; None when there is none or more than one."""
+        ...
+
+    def list_runs(self, limit: int = 50) -> list[Run]: ...
+
+    def active_runs(self) -> list[Run]: ...
+
+    def find_runs_by_billing(self, original_key: str) -> list[Run]: ...
+
+    def transition(
+        self,
+        run_id: str,
+        *,
+        from_states: Collection[RunState],
+        to: RunState,
+        now: datetime,
+        reason_code: ReasonCode | None = None,
+        reason: str | None = None,
+        release_guard: bool = False,
+        **fields: Any,
+    ) -> bool:
+        """Move the run to `to` if it is in one of `from_states`; the loser of a race gets False."""
+        ...
+
+    def update_run(self, run_id: str, *, now: datetime, **fields: Any) -> None: ...
+
+    def claim_rebill(self, run_id: str, *, now: datetime, from_phases: Collection[RebillPhase]) -> bool:
+        """REBILLING run's rebill phase -> SENDING, once. Only the winner may send the rebill."""
+        ...
+
+    def claim_poll(self, run_id: str, *, expected: datetime | None, next_poll_at: datetime) -> bool: ...
+
+    def record_status(
+        self, run_id: str, *, billing_log_key: str, status: BillingLogStatus, at: datetime, note: str | None
+    ) -> bool:
+        """Append a status event unless it repeats the last one; True when the status changed."""
+        ...
+
+    def status_events(self, run_id: str) -> list[StatusEvent]: ...
+
+    # Planning
+    def record_plan_page(
+        self,
+        run_id: str,
+        items: Sequence[PlannedItem],
+        *,
+        expected_offset: int,
+        next_offset: int,
+        chunk_size: int,
+        now: datetime,
+    ) -> bool:
+        """Write one page of the plan and move the cursor, atomically; False if the cursor moved."""
+        ...
+
+    def finish_planning(self, run_id: str, *, expected_offset: int, now: datetime, to: RunState) -> bool:
+        """Seal the last chunk and leave PLANNING for `to`, unless another planner moved the cursor."""
+        ...
+
+    # Chunks and items
+    def take_chunks_to_dispatch(self, run_id: str, *, window: int, now: datetime) -> list[int]:
+        """Mark up to `window` minus the queued ones as QUEUED and return them, oldest first."""
+        ...
+
+    def stale_chunks(self, run_id: str, *, now: datetime, quiet_since: datetime) -> list[int]:
+        """QUEUED chunks with claimable work and no activity since `quiet_since`; marked re-dispatched."""
+        ...
+
+    def record_delivery(self, chunk_id: int) -> int:
+        """Count one more delivery of the chunk's message that has not finished; returns the count."""
+        ...
+
+    def finish_delivery(self, chunk_id: int) -> None:
+        """The delivery ran to its end: a worker crash is no longer suspected."""
+        ...
+
+    def claim_item(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime) -> Item | None:
+        """Take the next claimable item of the chunk while its run is REVERSING."""
+        ...
+
+    def finish_item(
+        self, item: Item, *, owner: str, outcome: ItemOutcome, calls: Sequence[ApiCall], now: datetime
+    ) -> bool: ...
+
+    def chunk_progress(self, chunk_id: int, *, now: datetime) -> ChunkProgress:
+        """How much of the chunk is open; marks it DONE when nothing is."""
+        ...
+
+    def requeue_chunk(self, chunk_id: int, *, at: datetime, now: datetime) -> bool:
+        """Schedule the chunk's next wake-up at `at`, unless one is already scheduled after `now`."""
+        ...
+
+    def fail_open_items(self, chunk_id: int, *, reason: str, now: datetime) -> int: ...
+
+    def item_counts(self, run_id: str) -> dict[ItemState, int]: ...
+
+    def reset_failed_items(self, run_id: str, *, now: datetime) -> int: ...
+
+    def iter_items(self, run_id: str, *, states: Collection[ItemState] | None = None) -> Iterator[Item]: ...
+
+    def set_item_outcomes(self, run_id: str, outcomes: Sequence[tuple[int, ItemOutcome]], *, now: datetime) -> None: ...
+
+    def record_calls(self, run_id: str, calls: Sequence[ApiCall], *, item_id: int | None = None) -> None: ...
+
+    def call_counts(self, run_id: str) -> dict[tuple[str, str], int]: ...

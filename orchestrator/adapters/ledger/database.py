@@ -1,0 +1,112 @@
+"""Engines for the ledger and its schema migrations (Alembic, run on first use under a lock)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from orchestrator.domain.errors import ConfigurationError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+@dataclass(frozen=True)
+class LedgerEngines:
+    read: Engine
+    write: Engine
+
+    def dispose(self) -> None:
+        self.read.dispose()
+        if self.write is not self.read:
+            self.write.dispose()
+
+
+def default_sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'ledger.db').resolve()}"
+
+
+def create_engines(url: str) -> LedgerEngines:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(f"REBILL_DATABASE_URL is not a database URL: {url!r}") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return LedgerEngines(read=_sqlite_engine(url, immediate=False), write=_sqlite_engine(url, immediate=True))
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except (ArgumentError, ModuleNotFoundError) as error:
+        raise ConfigurationError(f"REBILL_DATABASE_URL cannot be used: {error}") from None
+    return LedgerEngines(read=engine, write=engine)
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=20)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from pysqlite so BEGIN can be IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def migrate(engines: LedgerEngines) -> None:
+    """Bring the schema to the newest revision; safe when several processes start at once."""
+    engine = engines.write
+    try:
+        with _migration_lock(engine), engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as error:
+        raise ConfigurationError(f"REBILL_DATABASE_URL: cannot reach the ledger database ({error.orig})") from None
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        key = int(hashlib.sha256(b"rebill-migrations").hexdigest()[:15], 16)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

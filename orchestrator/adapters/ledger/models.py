@@ -1,0 +1,176 @@
+"""The ledger's tables: the source of truth of every run. The broker only carries work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact money on every backend: NUMERIC on PostgreSQL, text on SQLite (which has no decimal type)."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(19, 4, asdecimal=True))
+        return dialect.type_descriptor(String(40))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return value if dialect.name == "postgresql" else str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    original_key: Mapped[str] = mapped_column(String(64), index=True)
+    party_id: Mapped[str | None] = mapped_column(String(64))
+    # Unique while the run holds its billing: a second run of the same billing is refused.
+    guard_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    reason_code: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    original_log: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tracking_log_key: Mapped[str | None] = mapped_column(String(64))
+    tracking_log_created: Mapped[bool] = mapped_column(Boolean, default=False)
+    planned: Mapped[bool] = mapped_column(Boolean, default=False)
+    plan_offset: Mapped[int] = mapped_column(Integer, default=0)
+    plan_count: Mapped[int] = mapped_column(Integer, default=0)  # items planned to reverse so far
+    invoice_count: Mapped[int] = mapped_column(Integer, default=0)  # every invoice seen
+    rebill_phase: Mapped[str] = mapped_column(String(16), default="NOT_SENT")
+    rebill_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    rebill_task_id: Mapped[str | None] = mapped_column(String(64))
+    rebill_log_key: Mapped[str | None] = mapped_column(String(64))
+    known_log_keys: Mapped[list[str] | None] = mapped_column(JSON)
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    batch_posted: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_status_change_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_poll_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    schedule_slot: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class ChunkRow(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (UniqueConstraint("run_id", "seq"), Index("ix_chunks_run_state", "run_id", "state"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    dispatch_count: Mapped[int] = mapped_column(Integer, default=0)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ItemRow(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        UniqueConstraint("run_id", "invoice_id"),
+        Index("ix_items_run_state", "run_id", "state"),
+        Index("ix_items_chunk_state", "chunk_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"))
+    invoice_id: Mapped[str] = mapped_column(String(128))
+    invoice_number: Mapped[int | None] = mapped_column(BigInteger)
+    accounting_method: Mapped[int] = mapped_column(Integer)
+    party_id: Mapped[str | None] = mapped_column(String(64))
+    party_name: Mapped[str | None] = mapped_column(String(200))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    balance: Mapped[Decimal] = mapped_column(Money)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claims_total: Mapped[int] = mapped_column(Integer, default=0)
+    settled_by_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiCallRow(Base):
+    __tablename__ = "api_calls"
+    __table_args__ = (Index("ix_api_calls_run", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    item_id: Mapped[int | None] = mapped_column(BigInteger)
+    operation: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Numeric(12, 3, asdecimal=False))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class StatusEventRow(Base):
+    __tablename__ = "status_events"
+    __table_args__ = (Index("ix_status_events_run", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    billing_log_key: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    observed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    note: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,110 @@
+"""The one typed settings object. Every setting is an environment variable with the REBILL_ prefix.
+
+The names of the first group are a public interface: keep them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.domain.errors import ConfigurationError
+from orchestrator.domain.run import RunOptions
+
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REBILL_", extra="ignore", frozen=True)
+
+    # Public interface.
+    broker_url: str | None = Field(None, description="Celery broker; unset = embedded Redis in data_dir")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite in data_dir")
+    data_dir: Path = Field(Path(".rebill"), description="Embedded Redis, SQLite ledger, reports")
+    imis_base_url: AnyHttpUrl | None = None
+    imis_username: str | None = None
+    imis_password: SecretStr | None = None
+
+    # The tenant and how hard we may push it.
+    imis_timeout_seconds: PositiveFloat = 30.0
+    imis_connect_timeout_seconds: PositiveFloat = 5.0
+    imis_max_concurrency: PositiveInt = 4
+    imis_rate_limit: PositiveFloat | None = Field(None, description="requests per second, all workers")
+    imis_page_size: PositiveInt = 500
+
+    # Workers and the broker.
+    queue: str = "rebill"
+    worker_concurrency: PositiveInt = 8
+    visibility_timeout_seconds: PositiveInt = 3600
+    lease_seconds: PositiveFloat = 120.0
+    lost_message_seconds: PositiveFloat = 120.0
+    reconcile_interval_seconds: PositiveFloat = 15.0
+    dispatch_window: PositiveInt = 16
+    max_deliveries: PositiveInt = 5
+    rebill_settle_seconds: PositiveFloat = 120.0
+
+    # Run defaults (each can be overridden per run on the command line).
+    chunk_size: PositiveInt = 50
+    max_attempts: PositiveInt = 5
+    retry_backoff_seconds: PositiveFloat = 1.0
+    retry_backoff_max_seconds: PositiveFloat = 120.0
+    adjustment_reason: str = "Reverse and rebill"
+    do_not_cancel_membership: bool = True
+    automatically_post_batch: bool = True
+    post_unposted_batch: bool = True
+    poll_interval_seconds: PositiveFloat = 5.0
+    stall_after_seconds: PositiveFloat = 1800.0
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "text"
+
+    def run_options(self, **overrides: object) -> RunOptions:
+        """Run options from these defaults, with the non-None `overrides` applied."""
+        values: dict[str, object] = {
+            "chunk_size": self.chunk_size,
+            "max_attempts": self.max_attempts,
+            "retry_backoff_seconds": self.retry_backoff_seconds,
+            "retry_backoff_max_seconds": self.retry_backoff_max_seconds,
+            "adjustment_reason": self.adjustment_reason,
+            "do_not_cancel_membership": self.do_not_cancel_membership,
+            "automatically_post_batch": self.automatically_post_batch,
+            "post_unposted_batch": self.post_unposted_batch,
+            "poll_interval_seconds": self.poll_interval_seconds,
+            "stall_after_seconds": self.stall_after_seconds,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return RunOptions(**values)  # type: ignore[arg-type]  # keys are RunOptions fields
+
+    def require_imis(self) -> tuple[str, str, SecretStr]:
+        """The tenant's URL and credentials, or a ConfigurationError naming what is missing."""
+        missing = [
+            name
+            for name, value in (
+                ("REBILL_IMIS_BASE_URL", self.imis_base_url),
+                ("REBILL_IMIS_USERNAME", self.imis_username),
+                ("REBILL_IMIS_PASSWORD", self.imis_password),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(f"{', '.join(missing)} must be set to talk to iMIS")
+        assert self.imis_base_url is not None
+        assert self.imis_username is not None
+        assert self.imis_password is not None
+        return str(self.imis_base_url).rstrip("/"), self.imis_username, self.imis_password
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; a bad value becomes a ConfigurationError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates the keywords
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors():
+            name = "REBILL_" + "_".join(str(part) for part in issue["loc"]).upper()
+            problems.append(f"{name}: {issue['msg']}")
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,61 @@
+"""Moving a run forward from what the ledger says, never from what the broker delivered."""
+
+from __future__ import annotations
+
+import logging
+
+from orchestrator.domain.run import OPEN_ITEM_STATES, ItemState, ReasonCode, RunState
+from orchestrator.services.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_ready_chunks(ctx: Context, run_id: str) -> int:
+    """Keep at most the dispatch window of chunks in the broker for this run."""
+    chunk_ids = ctx.ledger.take_chunks_to_dispatch(run_id, window=ctx.runtime.dispatch_window, now=ctx.clock())
+    for chunk_id in chunk_ids:
+        ctx.dispatcher.reverse_chunk(run_id, chunk_id)
+    return len(chunk_ids)
+
+
+def advance(ctx: Context, run_id: str) -> None:
+    """Once every item is terminal, decide the rebill: exactly one caller wins the transition."""
+    run = ctx.ledger.get_run(run_id)
+    if run is None or run.state is not RunState.REVERSING or not run.planned:
+        return
+    counts = ctx.ledger.item_counts(run_id)
+    if any(counts.get(state, 0) for state in OPEN_ITEM_STATES):
+        return
+    failed = counts.get(ItemState.FAILED, 0)
+    reversed_count = counts.get(ItemState.REVERSED, 0)
+    now = ctx.clock()
+    if failed and not run.options.allow_partial:
+        ctx.ledger.transition(
+            run_id,
+            from_states={RunState.REVERSING},
+            to=RunState.NEEDS_ATTENTION,
+            now=now,
+            reason_code=ReasonCode.FAILED_ITEMS,
+            reason=f"{failed} invoice(s) could not be reversed, so nothing was rebilled. "
+            f"See `rebill report {run_id}`, fix the cause, then `rebill retry {run_id}`.",
+        )
+        return
+    if reversed_count == 0:
+        ctx.ledger.transition(
+            run_id,
+            from_states={RunState.REVERSING},
+            to=RunState.NEEDS_ATTENTION,
+            now=now,
+            reason_code=ReasonCode.NOTHING_TO_REVERSE,
+            reason="no invoice was reversed (each one has payments, is settled or was already reversed), "
+            "so there is nobody to rebill",
+        )
+        return
+    if ctx.ledger.transition(run_id, from_states={RunState.REVERSING}, to=RunState.REBILLING, now=now):
+        log.info(
+            "run %s: every invoice settled (%s reversed, %s failed); rebilling",
+            run_id,
+            reversed_count,
+            failed,
+        )
+        ctx.dispatcher.rebill(run_id)

@@ -1,0 +1,148 @@
+"""Reverse the invoices of one chunk, each exactly once.
+
+An item is claimed with a lease before anything is sent. An item claimed before (a crash, a
+timeout, a redelivered message, a retry) may already be reversed: it is settled by reading the
+invoice first, and a reversal is only sent when the invoice is still open with no payments.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from orchestrator.domain.billing import Invoice, Reversal, SkipReason
+from orchestrator.domain.errors import PermanentProviderError, TransientProviderError
+from orchestrator.domain.run import Item, ItemOutcome, ItemState, Run, RunState, retry_delay
+from orchestrator.services.context import Context
+from orchestrator.services.progress import advance, dispatch_ready_chunks
+
+log = logging.getLogger(__name__)
+
+
+def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
+    run = ctx.ledger.get_run(run_id)
+    if run is None or run.state not in (RunState.PLANNING, RunState.REVERSING):
+        return
+    deliveries = ctx.ledger.record_delivery(chunk_id)
+    if deliveries > ctx.runtime.max_deliveries:
+        failed = ctx.ledger.fail_open_items(
+            chunk_id,
+            reason=f"chunk delivered {deliveries} times without finishing (a worker died each time)",
+            now=ctx.clock(),
+        )
+        log.error(
+            "chunk %s of run %s gave up after %s deliveries (%s items failed)",
+            chunk_id,
+            run_id,
+            deliveries,
+            failed,
+        )
+    else:
+        _work_through(ctx, run, chunk_id)
+    _after_chunk(ctx, run_id, chunk_id)
+
+
+def _work_through(ctx: Context, run: Run, chunk_id: int) -> None:
+    owner = f"{chunk_id}:{uuid.uuid4().hex}"
+    while True:
+        now = ctx.clock()
+        item = ctx.ledger.claim_item(chunk_id, owner=owner, now=now, lease_until=now + ctx.runtime.lease)
+        if item is None:
+            break
+        with ctx.recorder.collect() as calls:
+            outcome = reverse_item(ctx, run, item)
+        ctx.ledger.finish_item(item, owner=owner, outcome=outcome, calls=calls, now=ctx.clock())
+    ctx.ledger.finish_delivery(chunk_id)
+
+
+def _after_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
+    now = ctx.clock()
+    progress = ctx.ledger.chunk_progress(chunk_id, now=now)
+    if not progress.done and progress.wake_at is not None:
+        wake_at = max(progress.wake_at, now)
+        if ctx.ledger.requeue_chunk(chunk_id, at=wake_at, now=now):
+            ctx.dispatcher.reverse_chunk(run_id, chunk_id, countdown=ctx.countdown_until(wake_at))
+    dispatch_ready_chunks(ctx, run_id)
+    advance(ctx, run_id)
+
+
+def reverse_item(ctx: Context, run: Run, item: Item) -> ItemOutcome:
+    """Decide and do what one claimed item needs; never raises for provider errors."""
+    options = run.options
+    invoice = item.invoice
+    if item.attempts > options.max_attempts:
+        return ItemOutcome(
+            ItemState.FAILED,
+            reason=f"abandoned {item.attempts - 1} times (worker lost mid-reversal); "
+            "`rebill retry` settles it by reading the invoice",
+        )
+    try:
+        if item.claimed_before:
+            settled = _settle_by_reading(ctx.provider.get_invoice(invoice.invoice_id))
+            if settled is not None:
+                return settled
+        if not ctx.provider.can_reverse(invoice):
+            return _why_not_reversible(ctx.provider.get_invoice(invoice.invoice_id), item)
+        ctx.provider.reverse(
+            Reversal(
+                invoice_id=invoice.invoice_id,
+                invoice_number=invoice.number,
+                accounting_method=invoice.accounting_method,
+                adjustment_date=options.adjustment_date or ctx.clock().date(),
+                reason=options.adjustment_reason,
+                do_not_cancel_membership=options.do_not_cancel_membership,
+            )
+        )
+        return ItemOutcome(ItemState.REVERSED)
+    except TransientProviderError as error:
+        if item.attempts >= options.max_attempts:
+            return ItemOutcome(
+                ItemState.FAILED,
+                reason=f"gave up after {item.attempts} attempts: {error.message}",
+                error=repr(error),
+            )
+        delay = retry_delay(
+            item.attempts,
+            base=options.retry_backoff_seconds,
+            cap=options.retry_backoff_max_seconds,
+            retry_after=error.retry_after,
+        )
+        return ItemOutcome(ItemState.RETRY_WAIT, error=repr(error), next_attempt_at=ctx.clock() + _seconds(delay))
+    except PermanentProviderError as error:
+        where = f"{error.operation}: " if error.operation else ""
+        return ItemOutcome(ItemState.FAILED, reason=f"{where}{error.message}", error=repr(error))
+
+
+def _settle_by_reading(current: Invoice) -> ItemOutcome | None:
+    """After an unknown outcome: what the invoice says now, or None when it is still to reverse."""
+    if current.payment_amount or current.pending_payment_amount:
+        return ItemOutcome(ItemState.SKIPPED, reason=SkipReason.PAID_SINCE_PLANNING.value, settled_by_read=True)
+    if current.balance <= 0:
+        return ItemOutcome(
+            ItemState.REVERSED,
+            reason="confirmed reversed by reading the invoice after an unknown outcome",
+            settled_by_read=True,
+        )
+    return None
+
+
+def _why_not_reversible(current: Invoice, item: Item) -> ItemOutcome:
+    if current.payment_amount or current.pending_payment_amount:
+        return ItemOutcome(ItemState.SKIPPED, reason=SkipReason.PAID_SINCE_PLANNING.value)
+    if current.balance <= 0:
+        if item.claimed_before:
+            return ItemOutcome(
+                ItemState.REVERSED,
+                reason="confirmed reversed by reading the invoice after an unknown outcome",
+                settled_by_read=True,
+            )
+        return ItemOutcome(ItemState.SKIPPED, reason=SkipReason.REVERSED_OUTSIDE_RUN.value)
+    return ItemOutcome(
+        ItemState.FAILED,
+        reason="the platform says it cannot be reversed although it is open with no payments",
+    )
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
