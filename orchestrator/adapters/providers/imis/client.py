@@ -311,9 +311,7 @@ class ImisClient:
             parse=self._execute_reply(operation, mutating=mutating),
         )
 
-    def _execute_reply(
-        self, operation: str, *, mutating: bool
-    ) -> Callable[[httpx.Response], ServiceResponse]:
+    def _execute_reply(self, operation: str, *, mutating: bool) -> Callable[[httpx.Response], ServiceResponse]:
         optional = self._optional_model(ServiceResponse, operation, mutating=mutating)
 
         def parse(response: httpx.Response) -> ServiceResponse:
@@ -361,9 +359,7 @@ class ImisClient:
                 return
             offset = next_offset
 
-    def _model(
-        self, model: type[M], operation: str, *, mutating: bool = False
-    ) -> Callable[[httpx.Response], M]:
+    def _model(self, model: type[M], operation: str, *, mutating: bool = False) -> Callable[[httpx.Response], M]:
         optional = self._optional_model(model, operation, mutating=mutating)
 
         def parse(response: httpx.Response) -> M:
@@ -377,9 +373,7 @@ class ImisClient:
         return parse
 
     @staticmethod
-    def _optional_model(
-        model: type[M], operation: str, *, mutating: bool
-    ) -> Callable[[httpx.Response], M | None]:
+    def _optional_model(model: type[M], operation: str, *, mutating: bool) -> Callable[[httpx.Response], M | None]:
         def parse(response: httpx.Response) -> M | None:
             raw = response.content
             if not raw.strip():
@@ -559,9 +553,7 @@ class ImisClient:
             status_code=status_code,
             error=note if error is None else error.message,
         )
-        logger.debug(
-            "imis %s -> %s %s in %.1f ms", operation, status_code or "-", call.outcome.value, latency_ms
-        )
+        logger.debug("imis %s -> %s %s in %.1f ms", operation, status_code or "-", call.outcome.value, latency_ms)
         if self._observer is None:
             return
         try:
@@ -582,9 +574,7 @@ def next_page_offset(page: PagedResult[Any], asked: int, operation: str) -> int 
     if page.HasNext is False:
         return None
     # No HasNext: go on only when the server still promises more than it has given.
-    if page.HasNext is None and (
-        received == 0 or page.TotalCount is None or base + received >= page.TotalCount
-    ):
+    if page.HasNext is None and (received == 0 or page.TotalCount is None or base + received >= page.TotalCount):
         return None
     next_offset = page.NextOffset if page.NextOffset is not None else base + received
     if received == 0 or next_offset <= asked:

@@ -136,8 +136,7 @@ def classify(
         if operation == "token" or (errors is not None and errors.error == "invalid_grant"):
             why = "; ".join(errors.messages()) if errors is not None else ""
             return ProviderAuthError(
-                f"{operation}: iMIS refused the credentials (HTTP {status_code})"
-                + (f": {why}" if why else ""),
+                f"{operation}: iMIS refused the credentials (HTTP {status_code})" + (f": {why}" if why else ""),
                 operation=operation,
                 status_code=status_code,
             )
@@ -162,9 +161,7 @@ def protocol_error(
     message += f": {_clip(what)}"
     if mutating:
         message += "; the write may have been applied: settle by reading before sending again"
-    return ProviderProtocolError(
-        message, operation=operation, status_code=status_code, may_have_applied=mutating
-    )
+    return ProviderProtocolError(message, operation=operation, status_code=status_code, may_have_applied=mutating)
 
 
 def outcome_of(error: ProviderError | None) -> CallOutcome:
@@ -220,8 +217,7 @@ def _from_exception(operation: str, mutating: bool, exc: BaseException) -> Provi
             may_have_applied=mutating and isinstance(exc, httpx.DecodingError),
         )
     return ProviderUnavailable(
-        f"{operation}: the connection to iMIS failed before the reply ({what})"
-        + (settle if mutating else ""),
+        f"{operation}: the connection to iMIS failed before the reply ({what})" + (settle if mutating else ""),
         operation=operation,
         may_have_applied=mutating,
     )
@@ -235,9 +231,7 @@ def _from_success(
     try:
         payload = decode_json(raw)
     except ValueError as exc:
-        return protocol_error(
-            operation, mutating=mutating, what=_not_json(headers, raw, exc), status_code=status_code
-        )
+        return protocol_error(operation, mutating=mutating, what=_not_json(headers, raw, exc), status_code=status_code)
     if isinstance(payload, Mapping) and unwrap(payload.get("IsSuccessStatusCode")) is False:
         message = unwrap(payload.get("Message"))
         return ProviderRefused(

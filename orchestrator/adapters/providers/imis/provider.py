@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.adapters.providers.imis import envelopes
 from orchestrator.adapters.providers.imis.client import ImisClient, next_page_offset
@@ -87,9 +88,7 @@ class ImisProvider:
 
     name = "imis"
 
-    def __init__(
-        self, client: ImisClient, *, page_size: int = 500, now: Callable[[], datetime] = _utc_now
-    ) -> None:
+    def __init__(self, client: ImisClient, *, page_size: int = 500, now: Callable[[], datetime] = _utc_now) -> None:
         self._client = client
         self._page_size = page_size
         self._now = now
@@ -184,13 +183,15 @@ class ImisProvider:
 
     def submit(self, *, rebill: Rebill | None, reversal: ServerSideReversal | None = None) -> str:
         """One TaskAdhocRequest: the reverse action, the bill-generation action, or both; the TaskLogId."""
+        return self._client.execute_task(self.preview_submit(rebill=rebill, reversal=reversal))
+
+    def preview_submit(self, *, rebill: Rebill | None, reversal: ServerSideReversal | None = None) -> dict[str, Any]:
+        """The TaskAdhocRequest body `submit` would POST, for dry runs; calls nothing."""
         if rebill is None and reversal is None:
             raise ValueError("submit needs a rebill, a server-side reversal, or both")
         reverse_action = _reverse_action(reversal) if reversal is not None else None
         bill_action = _bill_action(rebill) if rebill is not None else None
-        return self._client.execute_task(
-            envelopes.task_adhoc_request(reverse=reverse_action, bill=bill_action)
-        )
+        return envelopes.task_adhoc_request(reverse=reverse_action, bill=bill_action)
 
     def post_batch(self, batch_id: str) -> None:
         self._client.post_batch(batch_id)
@@ -199,7 +200,7 @@ class ImisProvider:
         return to_batch(self._client.get_batch(batch_id))
 
 
-def _reverse_action(reversal: ServerSideReversal) -> dict[str, object]:
+def _reverse_action(reversal: ServerSideReversal) -> dict[str, Any]:
     if reversal.invoices and reversal.billing_key is not None:
         raise ValueError("a server-side reversal names a billing or a list of invoices, not both")
     if reversal.invoices:
@@ -219,7 +220,7 @@ def _reverse_action(reversal: ServerSideReversal) -> dict[str, object]:
     return envelopes.reverse_invoice_action(original_billing_log_key=reversal.billing_key)
 
 
-def _bill_action(rebill: Rebill) -> dict[str, object]:
+def _bill_action(rebill: Rebill) -> dict[str, Any]:
     original = rebill.original
     if original.effective_date is None:
         raise RunRefused(
@@ -238,3 +239,10 @@ def _bill_action(rebill: Rebill) -> dict[str, object]:
         individual_party_id=rebill.party_id,
         automatically_post_batch=rebill.auto_post_batch,
     )
+
+
+if TYPE_CHECKING:
+    from orchestrator.services.ports import BillingProvider
+
+    def _conforms_to_the_port(provider: ImisProvider) -> BillingProvider:
+        return provider  # mypy proves ImisProvider satisfies BillingProvider

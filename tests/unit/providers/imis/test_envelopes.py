@@ -54,14 +54,10 @@ class TestInvoiceExecute:
             reason="Reversing incorrect billing",
             do_not_cancel_membership=True,
         )
-        assert compact(envelopes.process_accrual_reversal(data)) == seed(
-            "invoice_ProcessAccrualReversal.json"
-        )
+        assert compact(envelopes.process_accrual_reversal(data)) == seed("invoice_ProcessAccrualReversal.json")
 
     def test_adjustment_date_of_a_datetime_is_its_day(self) -> None:
-        data = envelopes.cash_reversal_data(
-            invoice_id="8158", adjustment_date=datetime(2026, 4, 23, 17, 5, tzinfo=UTC)
-        )
+        data = envelopes.cash_reversal_data(invoice_id="8158", adjustment_date=datetime(2026, 4, 23, 17, 5, tzinfo=UTC))
         assert data["AdjustmentDate"] == "2026-04-23T00:00:00"
 
     def test_optional_cash_reversal_properties_take_the_documented_order(self) -> None:
