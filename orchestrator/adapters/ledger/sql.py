@@ -667,8 +667,11 @@ class SqlLedger:
             statement = statement.where(ItemRow.state.in_([s.value for s in states]))
         with self._read.connect() as conn:
             result = conn.execution_options(yield_per=1000).execute(statement)
-            for row in result:
-                yield _item_from_row(row)
+            try:
+                for row in result:
+                    yield _item_from_row(row)
+            finally:
+                result.close()  # a reader that stops early must not leave a server-side cursor behind
 
     def set_item_outcomes(self, run_id: str, outcomes: Sequence[tuple[int, ItemOutcome]], *, now: datetime) -> None:
         with self._write.begin() as conn:

@@ -1,0 +1,3 @@
+from orchestrator.adapters.cli.main import main
+
+main()

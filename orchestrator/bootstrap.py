@@ -1,0 +1,134 @@
+"""The composition root: settings in, wired adapters out. Nothing else builds clients or engines."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+from orchestrator.adapters.broker import embedded
+from orchestrator.adapters.ledger.database import LedgerEngines, create_engines, default_sqlite_url, migrate
+from orchestrator.adapters.ledger.sql import SqlLedger
+from orchestrator.adapters.providers.imis import ImisClient, ImisProvider
+from orchestrator.config import Settings
+from orchestrator.domain.errors import ConfigurationError
+from orchestrator.services.context import CallRecorder, Context, Runtime
+from orchestrator.services.ports import BillingProvider, Dispatcher
+
+
+def broker_url(settings: Settings) -> str:
+    """REBILL_BROKER_URL, or the embedded Redis under REBILL_DATA_DIR (started on first use)."""
+    if settings.broker_url:
+        return settings.broker_url
+    return embedded.ensure_running(settings.data_dir).celery_url
+
+
+def redis_url(settings: Settings) -> str:
+    """The same Redis for our own keys (locks, limits), in redis-py's URL form."""
+    if settings.broker_url:
+        return settings.broker_url
+    return embedded.ensure_running(settings.data_dir).redis_url
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or default_sqlite_url(Path(settings.data_dir))
+
+
+def runtime(settings: Settings) -> Runtime:
+    return Runtime(
+        lease_seconds=settings.lease_seconds,
+        dispatch_window=settings.dispatch_window,
+        lost_message_seconds=settings.lost_message_seconds,
+        max_deliveries=settings.max_deliveries,
+        rebill_settle_seconds=settings.rebill_settle_seconds,
+        max_countdown_seconds=settings.visibility_timeout_seconds / 2,
+    )
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    """The one httpx client per process: explicit timeouts; the transport retries connect errors only."""
+    return httpx.Client(
+        timeout=httpx.Timeout(settings.imis_timeout_seconds, connect=settings.imis_connect_timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=settings.worker_concurrency * 2, max_keepalive_connections=settings.worker_concurrency
+        ),
+        transport=httpx.HTTPTransport(retries=2),
+    )
+
+
+class UnconfiguredProvider:
+    """Stands in when REBILL_IMIS_* are unset: reading the ledger needs no tenant, calling one does."""
+
+    name = "imis"
+
+    def __init__(self, error: ConfigurationError) -> None:
+        self._error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self._error
+
+
+@dataclass
+class Container:
+    settings: Settings
+    recorder: CallRecorder = field(default_factory=CallRecorder)
+
+    @functools.cached_property
+    def engines(self) -> LedgerEngines:
+        engines = create_engines(database_url(self.settings))
+        migrate(engines)
+        return engines
+
+    @functools.cached_property
+    def ledger(self) -> SqlLedger:
+        return SqlLedger(self.engines.read, write_engine=self.engines.write)
+
+    @functools.cached_property
+    def broker_url(self) -> str:
+        return broker_url(self.settings)
+
+    @functools.cached_property
+    def dispatcher(self) -> Dispatcher:
+        from workers.celery_app import configure  # the workers package depends on us, not the other way
+        from workers.dispatch import CeleryDispatcher
+
+        app = configure(self.settings, self.broker_url)
+        return CeleryDispatcher(
+            app, queue=self.settings.queue, max_countdown_seconds=self.settings.visibility_timeout_seconds / 2
+        )
+
+    @functools.cached_property
+    def http(self) -> httpx.Client:
+        return http_client(self.settings)
+
+    @functools.cached_property
+    def provider(self) -> BillingProvider:
+        base_url, username, password = self.settings.require_imis()
+        client = ImisClient(
+            base_url=base_url, username=username, password=password, http=self.http, observer=self.recorder.record
+        )
+        return ImisProvider(client, page_size=self.settings.imis_page_size)
+
+    @functools.cached_property
+    def context(self) -> Context:
+        """Every service's dependencies; without tenant settings the provider explains what is missing."""
+        try:
+            provider = self.provider
+        except ConfigurationError as error:
+            provider = cast(BillingProvider, UnconfiguredProvider(error))
+        return Context(
+            ledger=self.ledger,
+            provider=provider,
+            dispatcher=self.dispatcher,
+            recorder=self.recorder,
+            runtime=runtime(self.settings),
+        )
+
+    def close(self) -> None:
+        if "http" in self.__dict__:
+            self.http.close()
+        if "engines" in self.__dict__:
+            self.engines.dispose()

@@ -1,0 +1,65 @@
+"""`rebill worker`: a Celery worker on threads, plus a reconcile loop so no beat is needed to recover."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from celery import signals
+
+from orchestrator.bootstrap import Container
+from orchestrator.services import reconciler
+from workers.celery_app import configure
+from workers.runtime import install
+
+log = logging.getLogger(__name__)
+
+
+class ReconcileLoop:
+    """Re-dispatches lost work every interval, from the ledger; survives broker and database outages."""
+
+    def __init__(self, container: Container, interval: float) -> None:
+        self._container = container
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rebill-reconcile", daemon=True)
+
+    def start(self, **_: Any) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def stop(self, **_: Any) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                reconciler.reconcile(self._container.context)
+            except Exception as error:
+                log.warning("reconcile pass failed: %s: %s", type(error).__name__, error)
+
+
+def run_worker(container: Container, *, concurrency: int, loglevel: str, reconcile: bool = True) -> None:
+    install(container)
+    settings = container.settings
+    app = configure(settings, container.broker_url)
+    settings.require_imis()  # fail fast on missing REBILL_IMIS_* before any message is taken
+    if reconcile:
+        loop = ReconcileLoop(container, settings.reconcile_interval_seconds)
+        signals.worker_ready.connect(loop.start, weak=False)
+        signals.worker_shutting_down.connect(loop.stop, weak=False)
+    app.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            f"--queues={settings.queue}",
+            f"--hostname=rebill-{os.getpid()}@%h",
+            "--task-events",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
