@@ -47,7 +47,7 @@ def make_client(server: SimulatorServer, calls: list[ApiCall]) -> Iterator[Calla
     opened: list[httpx.Client] = []
 
     def make(*, timeout: float = 5.0, **overrides: Any) -> ImisClient:
-        http = httpx.Client(timeout=httpx.Timeout(timeout, connect=2.0))
+        http = httpx.Client(timeout=httpx.Timeout(timeout, connect=2.0), trust_env=False)  # loopback, no proxy
         opened.append(http)
         options: dict[str, Any] = {
             "base_url": server.base_url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
 
@@ -257,6 +258,31 @@ class TestReversals:
         accrual = state.seed_billing(invoices=5, seed=3, cycle_name="Chapter Dues", accounting_method=ACCRUAL)
         with pytest.raises(ProviderRefused, match="accrual"):
             client.process_cash_reversal(accrual.open_invoice_ids[0], adjustment_date=TODAY)
+
+
+class TestConcurrency:
+    def test_one_client_shared_by_worker_threads(
+        self, make_client: Callable[..., ImisClient], state: ImisState, billing: SeededBilling, calls: list[ApiCall]
+    ) -> None:
+        # Tokens live 2 s and are refreshed 1 s ahead; every call takes 120 ms; 8 threads share one client.
+        state.faults.update(token_lifetime_seconds=2, latency_ms=120)
+        client = make_client(refresh_margin_seconds=1.0)
+        provider = ImisProvider(client)
+
+        def reverse(invoice_id: str) -> None:
+            invoice = provider.get_invoice(invoice_id)
+            assert provider.can_reverse(invoice)
+            provider.reverse(Reversal(invoice_id, invoice.accounting_method, TODAY, "concurrent"))
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(reverse, billing.open_invoice_ids))
+        counters = state.counters()
+        assert counters["reversals"] == dict.fromkeys(billing.open_invoice_ids, 1)
+        assert counters["peak_concurrency"] > 1
+        assert counters["tokens_issued"] >= 2
+        assert all(call.outcome is CallOutcome.OK for call in calls)
+        token_calls = [call for call in calls if call.operation == "token"]
+        assert len(token_calls) == counters["tokens_issued"]
 
 
 class TestProviderFlow:

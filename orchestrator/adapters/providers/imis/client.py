@@ -506,9 +506,10 @@ class ImisClient:
             self._report(operation, started_at, started, response.status_code, failure)
             raise failure
         lifetime = DEFAULT_TOKEN_LIFETIME_SECONDS
-        if token.expires_in is not None and token.expires_in > 0:
+        if token.expires_in is not None and token.expires_in >= 0:
             lifetime = token.expires_in
-        # Refresh `margin` ahead of expiry, but never later than half-way through a short lifetime.
+        # Refresh `margin` ahead of expiry, but not before half the lifetime has passed: a margin longer
+        # than a short lifetime would otherwise fetch a token for every call.
         margin = min(self._refresh_margin, lifetime / 2)
         self._token = token.access_token
         self._token_generation += 1

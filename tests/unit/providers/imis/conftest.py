@@ -50,7 +50,7 @@ def ok(result: Any = True) -> httpx.Response:
 class FakeImis:
     """Issues tokens `token(1)`, `token(2)`, ...; routes `(method, path)` to handlers; records every request."""
 
-    expires_in: float = 1200
+    expires_in: float | None = 1200
     token_status: int = 200
     routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
@@ -87,9 +87,10 @@ class FakeImis:
         with self.lock:
             self.tokens_issued += 1
             issued = token(self.tokens_issued)
-        return json_response(
-            200, {"access_token": issued, "token_type": "bearer", "expires_in": self.expires_in, "userName": USERNAME}
-        )
+        body: dict[str, Any] = {"access_token": issued, "token_type": "bearer", "userName": USERNAME}
+        if self.expires_in is not None:
+            body["expires_in"] = self.expires_in
+        return json_response(200, body)
 
     def api_requests(self) -> list[httpx.Request]:
         return [request for request in self.requests if request.url.path != "/token"]

@@ -136,6 +136,30 @@ class TestAuth:
         client.can_cash_invoice_be_reversed("1")
         assert imis.tokens_issued == 2
 
+    def test_a_token_without_expires_in_lives_twenty_minutes(
+        self, make_client: Callable[..., ImisClient], imis: FakeImis, clock: FakeClock
+    ) -> None:
+        imis.expires_in = None
+        client = make_client(refresh_margin_seconds=60)
+        imis.route("POST", "/api/Invoice/_execute", ok(True))
+        client.can_cash_invoice_be_reversed("1")
+        clock.now += 1139
+        client.can_cash_invoice_be_reversed("1")
+        assert imis.tokens_issued == 1
+        clock.now += 2
+        client.can_cash_invoice_be_reversed("1")
+        assert imis.tokens_issued == 2
+
+    def test_a_token_that_expires_at_once_is_fetched_for_every_call(
+        self, make_client: Callable[..., ImisClient], imis: FakeImis
+    ) -> None:
+        imis.expires_in = 0
+        client = make_client()
+        imis.route("POST", "/api/Invoice/_execute", ok(True))
+        client.can_cash_invoice_be_reversed("1")
+        client.can_cash_invoice_be_reversed("1")
+        assert imis.tokens_issued == 2
+
     def test_a_401_refreshes_once_and_repeats_once(
         self, client: ImisClient, imis: FakeImis, calls: list[ApiCall]
     ) -> None:
