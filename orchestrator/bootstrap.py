@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+from celery import Celery
 
 from orchestrator.adapters.broker import embedded
 from orchestrator.adapters.ledger.database import LedgerEngines, create_engines, default_sqlite_url, migrate
@@ -91,13 +92,17 @@ class Container:
         return broker_url(self.settings)
 
     @functools.cached_property
+    def producer(self) -> Celery:
+        from workers.celery_app import producer_app  # the workers package depends on us, not the other way
+
+        return producer_app(self.settings, self.broker_url)
+
+    @functools.cached_property
     def dispatcher(self) -> Dispatcher:
-        from workers.celery_app import configure  # the workers package depends on us, not the other way
         from workers.dispatch import CeleryDispatcher
 
-        app = configure(self.settings, self.broker_url)
         return CeleryDispatcher(
-            app, queue=self.settings.queue, max_countdown_seconds=self.settings.visibility_timeout_seconds / 2
+            self.producer, queue=self.settings.queue, max_countdown_seconds=self.settings.visibility_timeout_seconds / 2
         )
 
     @functools.cached_property
@@ -128,6 +133,8 @@ class Container:
         )
 
     def close(self) -> None:
+        if "producer" in self.__dict__:
+            self.producer.close()
         if "http" in self.__dict__:
             self.http.close()
         if "engines" in self.__dict__:

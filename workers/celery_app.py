@@ -44,5 +44,13 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
 
 
 def configure(settings: Settings, broker_url: str) -> Celery:
+    """Configure the app the worker runs (its tasks are registered on it)."""
     app.conf.update(celery_config(settings, broker_url))
     return app
+
+
+def producer_app(settings: Settings, broker_url: str) -> Celery:
+    """A separate app for sending only: its connection pool belongs to these settings alone."""
+    sender = Celery("rebill-producer", set_as_current=False)
+    sender.conf.update(celery_config(settings, broker_url))
+    return sender

@@ -110,8 +110,7 @@ def reverse_item(ctx: Context, run: Run, item: Item) -> ItemOutcome:
         )
         return ItemOutcome(ItemState.RETRY_WAIT, error=repr(error), next_attempt_at=ctx.clock() + _seconds(delay))
     except PermanentProviderError as error:
-        where = f"{error.operation}: " if error.operation else ""
-        return ItemOutcome(ItemState.FAILED, reason=f"{where}{error.message}", error=repr(error))
+        return ItemOutcome(ItemState.FAILED, reason=error.message, error=repr(error))
 
 
 def _settle_by_reading(current: Invoice) -> ItemOutcome | None:

@@ -81,9 +81,7 @@ def retry_run(ctx: Context, run_id: str) -> RetryResult:
     code = run.reason_code
     if code is ReasonCode.FAILED_ITEMS:
         reset = ctx.ledger.reset_failed_items(run.id, now=now)
-        ctx.ledger.transition(
-            run.id, from_states={run.state}, to=RunState.REVERSING, now=now, reason_code=None, reason=None
-        )
+        ctx.ledger.transition(run.id, from_states={run.state}, to=RunState.REVERSING, now=now)
         chunks = dispatch_ready_chunks(ctx, run.id)
         advance(ctx, run.id)
         return RetryResult(f"run {run.id}: re-dispatched {chunks} chunk(s) holding {reset} failed invoice(s)", True)
@@ -93,8 +91,6 @@ def retry_run(ctx: Context, run_id: str) -> RetryResult:
             from_states={run.state},
             to=RunState.POLLING,
             now=now,
-            reason_code=None,
-            reason=None,
             next_poll_at=None,
             last_status_change_at=now,
         )
@@ -102,18 +98,14 @@ def retry_run(ctx: Context, run_id: str) -> RetryResult:
         return RetryResult(f"run {run.id}: following its BillingLog again", True)
     if code is ReasonCode.REBILL_OUTCOME_UNKNOWN:
         if sign_of_rebill(ctx, run) is not None:
-            ctx.ledger.transition(
-                run.id, from_states={run.state}, to=RunState.REBILLING, now=now, reason_code=None, reason=None
-            )
+            ctx.ledger.transition(run.id, from_states={run.state}, to=RunState.REBILLING, now=now)
             ctx.dispatcher.rebill(run.id)
             return RetryResult(f"run {run.id}: the rebill did reach {run.provider}; following it", True)
         return _resend_rebill(ctx, run, "its BillingLog still shows no sign of the first one")
     if code is ReasonCode.REBILL_REFUSED:
         return _resend_rebill(ctx, run, "it was refused before")
     if code is ReasonCode.PLANNING_FAILED:
-        ctx.ledger.transition(
-            run.id, from_states={run.state}, to=RunState.PLANNING, now=now, reason_code=None, reason=None
-        )
+        ctx.ledger.transition(run.id, from_states={run.state}, to=RunState.PLANNING, now=now)
         ctx.dispatcher.plan(run.id)
         return RetryResult(f"run {run.id}: planning resumes where it stopped", True)
     if code is ReasonCode.BILLING_FAILED:
@@ -130,8 +122,6 @@ def _resend_rebill(ctx: Context, run: Run, why: str) -> RetryResult:
         from_states={run.state},
         to=RunState.REBILLING,
         now=ctx.clock(),
-        reason_code=None,
-        reason=None,
         rebill_phase=RebillPhase.NOT_SENT,
     )
     ctx.dispatcher.rebill(run.id)

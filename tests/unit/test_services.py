@@ -50,7 +50,7 @@ class TestWholeRun:
         assert run.state is RunState.COMPLETED
         assert dict(provider.reversals) == dict.fromkeys(OPEN_IDS, 1)
         assert len(provider.submitted) == 1
-        _, reversal = provider.submitted[0]
+        rebill_request, reversal = provider.submitted[0]
         assert reversal is None
         assert rebill_request is not None
         assert rebill_request.tracking_log_key == run.tracking_log_key
@@ -267,7 +267,9 @@ class TestFailuresAndRetry:
     ) -> None:
         run_id = start(ctx, options, provider)
         provider.fail(
-            "Invoice.ProcessCashReversal", "1005", ProviderRefused("locked", operation="Invoice.ProcessCashReversal")
+            "Invoice.ProcessCashReversal",
+            "1005",
+            ProviderRefused("Invoice.ProcessCashReversal: locked", operation="Invoice.ProcessCashReversal"),
         )
         dispatcher.deliver(ctx, clock=clock)
 

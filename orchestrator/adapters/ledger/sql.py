@@ -229,7 +229,7 @@ class SqlLedger:
     ) -> bool:
         values = _run_values(fields)
         values.update(state=to.value, updated_at=now)
-        if reason_code is not None or reason is not None:
+        if not to.is_final or reason_code is not None or reason is not None:  # a moving run has no stop reason
             values.update(reason_code=reason_code.value if reason_code else None, reason=reason)
         if to.is_final:
             values["finished_at"] = now
