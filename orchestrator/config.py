@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     poll_interval_seconds: PositiveFloat = 5.0
     stall_after_seconds: PositiveFloat = 1800.0
 
+    flower_basic_auth: SecretStr | None = Field(None, description="user:password; Flower refuses to start without")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
 

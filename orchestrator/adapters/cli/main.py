@@ -294,6 +294,27 @@ def worker(state: CliState, concurrency: int | None, loglevel: str, no_reconcile
     )
 
 
+@cli.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+@pass_state
+def beat(state: CliState, loglevel: str) -> None:
+    """Celery beat with the project's settings: periodic reconciling (and scheduled runs)."""
+    from workers.monitoring import run_beat
+
+    run_beat(state.container, loglevel=loglevel)
+
+
+@cli.command()
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=5555, show_default=True)
+@pass_state
+def flower(state: CliState, address: str, port: int) -> None:
+    """Flower on the project's broker, read-only, behind REBILL_FLOWER_BASIC_AUTH."""
+    from workers.monitoring import run_flower
+
+    run_flower(state.container, address=address, port=port)
+
+
 @cli.group()
 def simulate() -> None:
     """Run a billing-platform simulator."""
