@@ -636,7 +636,7 @@ class ImisState:
         self.close()
         with self.lock:
             self._init_entities()
-            self._init_counters()
+            self.reset_counters()
             self._stop.clear()
 
     # ---------------------------------------------------------------- ids and small helpers
@@ -685,7 +685,8 @@ class ImisState:
         log.status = status
         if information is not None:
             log.information = information
-        log.history.append((status, datetime.now(UTC)))
+        if not log.history or log.history[-1][0] != status:
+            log.history.append((status, datetime.now(UTC)))
 
     # ---------------------------------------------------------------- auth
 
@@ -962,14 +963,16 @@ class ImisState:
         - an older completed billing of the same cycle: 7001 paid (101), 7002 open (108), never touched;
         - accrual billing of "Chapter Dues" with invoice 2317 (InvoiceNumber 2317, party 102, open);
         - 8200, party 101's fundraising pledge (600.00 in four scheduled payments of 150.00);
-        - 8300, party 101's event invoice; party 23500 (Acme Corporation) as its new bill-to.
+        - 8300, party 101's event invoice; party 23500 (Acme Corporation) as its new bill-to;
+        - an unposted (Status 4) "Chapter Dues" run whose batch `DUES-2025-10-RB` is Ready (two
+          invoices, for 103 and 104, once posted): what `batch_post.json` posts.
 
         The adjusting page sends every Process* example for invoice 8158, whatever its kind:
         `invoice_8158` picks which kind 8158 is ("accrual" keeps it in the billing as an accrual
         invoice, "order" makes it a commerce order outside any billing).
         """
         with self.lock:
-            keys = (EXAMPLE_ORIGINAL_KEY, EXAMPLE_OLDER_KEY, EXAMPLE_ACCRUAL_KEY)
+            keys = (EXAMPLE_ORIGINAL_KEY, EXAMPLE_OLDER_KEY, EXAMPLE_ACCRUAL_KEY, EXAMPLE_UNPOSTED_KEY)
             if any(k in self.billing_logs for k in keys):
                 raise Conflict("seed_examples() was already called on this simulator")
             return self._seed_examples(invoice_8158)
@@ -1089,6 +1092,39 @@ class ImisState:
 
         log(EXAMPLE_ACCRUAL_KEY, "Chapter Dues", ACCRUAL, effective, billed)
         invoice("2317", "102", dues("120.00"), EXAMPLE_ACCRUAL_KEY, method=ACCRUAL, description="Chapter Dues 2025")
+
+        # An accrual renewal run left unposted (Status 4): `batch_post.json` posts its batch.
+        unposted = self._add_log(
+            BillingLog(
+                key=EXAMPLE_UNPOSTED_KEY,
+                cycle_name="Chapter Dues",
+                status=UNPOSTED_BATCH,
+                seq=self._next_seq(),
+                run_name="Chapter Dues 2025-10",
+                billing_type="A",
+                billing_date=billed + timedelta(days=30),
+                effective_date=datetime(2025, 10, 1, tzinfo=UTC),
+                accounting_method=ACCRUAL,
+                batch_id=EXAMPLE_BATCH_ID,
+                information=f"Batch {EXAMPLE_BATCH_ID} must be posted.",
+            ),
+            at=billed + timedelta(days=30),
+        )
+        self.batches[EXAMPLE_BATCH_ID] = Batch(
+            EXAMPLE_BATCH_ID,
+            unposted.key,
+            "Ready",
+            drafts=[
+                InvoiceDraft(
+                    party,
+                    (Line("CHAPTER", "Chapter dues", Decimal("120.00")),),
+                    ACCRUAL,
+                    "Chapter Dues 2025-10",
+                    datetime(2025, 10, 1, tzinfo=UTC),
+                )
+                for party in ("103", "104")
+            ],
+        )
 
         pledge = invoice(
             "8200",
@@ -1219,6 +1255,7 @@ class ImisState:
                 raise Refused(f"Invoice {invoice_id} has been reversed; it cannot take payments.")
             if amount <= 0:
                 raise BadRequest("amount must be positive", "amount")
+            amount = amount.quantize(CENT)
             if pending:
                 invoice.pending_payment_amount += amount
             else:
@@ -1439,9 +1476,8 @@ class ImisState:
             task = TaskRecord(_guid(self._ids), request, None, original_key)
             gen = request.generate
             if gen is not None:
-                log = self._progress_log(gen, original_key)
+                log = self._progress_log(gen, original_key, REVERSING if request.reverse else PROCESSING)
                 task.progress_log_key = log.key
-                self._set_status(log, REVERSING if request.reverse is not None else PROCESSING)
                 log.information = None
                 task.rebill = {
                     "task_log_id": task.task_log_id,
@@ -1521,20 +1557,22 @@ class ImisState:
             raise BadRequest(f"BillingLog '{key}' was not found.", field_name)
         return log
 
-    def _progress_log(self, gen: BillGeneration, original_key: str | None) -> BillingLog:
+    def _progress_log(self, gen: BillGeneration, original_key: str | None, status: int) -> BillingLog:
+        """The log the task reports progress on (the named one, else a new one), set to `status`."""
         original = self.billing_logs.get(original_key) if original_key else None
         if gen.billing_log_key is not None:
             existing = self.billing_logs.get(gen.billing_log_key.lower())
             if existing is not None:
                 if existing.original_key is None:
                     existing.original_key = original_key
+                self._set_status(existing, status)
                 return existing
         method = original.accounting_method if original else self._cycle_method(gen.cycle_name)
         return self._add_log(
             BillingLog(
                 key=(gen.billing_log_key or _guid(self._ids)).lower(),
                 cycle_name=gen.cycle_name,
-                status=PENDING,
+                status=status,
                 seq=self._next_seq(),
                 run_name=gen.run_name,
                 billing_type="I" if gen.party_id else "A",
@@ -1736,6 +1774,8 @@ EXAMPLE_ORIGINAL_KEY = "a9f0db70-d684-481a-84cd-d8fa1cd8f404"
 EXAMPLE_PROGRESS_KEY = "be2506c1-2324-4157-a1ae-bdba7a0dcbea"
 EXAMPLE_OLDER_KEY = "0c6b7e3e-5f1a-4c1e-9d2b-6a8f3e2d1c00"
 EXAMPLE_ACCRUAL_KEY = "5d2f9a41-7c3b-4e8a-b1f0-2e6c8d9a7b11"
+EXAMPLE_UNPOSTED_KEY = "7e1c3b5a-2d4f-4a6b-9c8d-0e1f2a3b4c5d"
+EXAMPLE_BATCH_ID = "DUES-2025-10-RB"
 EXAMPLE_LEGACY_INVOICE_ID = "CASH:23415:3f2b8c4e-9a1d-4e6f-8b7c-1d2e3f4a5b6c"
 
 

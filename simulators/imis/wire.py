@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,12 +65,15 @@ def _list_type(item_type: str) -> str:
 # JSON encoding
 # ------------------------------------------------------------------------------------------------
 
-_DECIMAL_MARK = re.compile(r'"\\u0000(-?[0-9.]+)\\u0000"')
+# A Decimal is first encoded as a string "\0<nonce>:<digits>\0", then the quotes and markers are
+# removed. The per-process nonce keeps a client-supplied string from ever looking like a marker.
+_NONCE = secrets.token_hex(8)
+_DECIMAL_MARK = re.compile(r'"\\u0000' + _NONCE + r':(-?[0-9.]+)\\u0000"')
 
 
 def _default(obj: object) -> object:
     if isinstance(obj, Decimal):
-        return f"\x00{obj}\x00"
+        return f"\x00{_NONCE}:{obj}\x00"
     if isinstance(obj, datetime):
         return render_datetime(obj)
     if isinstance(obj, (set, frozenset, tuple)):
