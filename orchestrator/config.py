@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.domain.errors import ConfigurationError
@@ -64,6 +64,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
 
+    @model_validator(mode="after")
+    def _lease_outlives_a_write(self) -> Settings:
+        """A claim renewed just before a reversal must outlive that call, or two workers could send it."""
+        longest_call = self.imis_timeout_seconds + self.imis_connect_timeout_seconds
+        if self.lease_seconds <= 2 * longest_call:
+            raise ValueError(
+                f"REBILL_LEASE_SECONDS ({self.lease_seconds:g}) must exceed twice REBILL_IMIS_TIMEOUT_SECONDS + "
+                f"REBILL_IMIS_CONNECT_TIMEOUT_SECONDS ({2 * longest_call:g})"
+            )
+        return self
+
     def run_options(self, **overrides: object) -> RunOptions:
         """Run options from these defaults, with the non-None `overrides` applied."""
         values: dict[str, object] = {
@@ -107,6 +118,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as error:
         problems = []
         for issue in error.errors():
-            name = "REBILL_" + "_".join(str(part) for part in issue["loc"]).upper()
-            problems.append(f"{name}: {issue['msg']}")
+            if issue["loc"]:
+                name = "REBILL_" + "_".join(str(part) for part in issue["loc"]).upper()
+                problems.append(f"{name}: {issue['msg']}")
+            else:
+                problems.append(str(issue["msg"]).removeprefix("Value error, "))
         raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None

@@ -208,6 +208,10 @@ class Ledger(Protocol):
         """Take the next claimable item of the chunk while its run is REVERSING."""
         ...
 
+    def renew_lease(self, item_id: int, *, owner: str, lease_until: datetime) -> bool:
+        """Extend a claim still held by `owner`; False when it expired and someone else may hold it."""
+        ...
+
     def finish_item(
         self, item: Item, *, owner: str, outcome: ItemOutcome, calls: Sequence[ApiCall], now: datetime
     ) -> bool: ...

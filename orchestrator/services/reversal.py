@@ -51,7 +51,7 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> None:
         if item is None:
             break
         with ctx.recorder.collect() as calls:
-            outcome = reverse_item(ctx, run, item)
+            outcome = reverse_item(ctx, run, item, owner=owner)
         ctx.ledger.finish_item(item, owner=owner, outcome=outcome, calls=calls, now=ctx.clock())
     ctx.ledger.finish_delivery(chunk_id)
 
@@ -67,7 +67,7 @@ def _after_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
     advance(ctx, run_id)
 
 
-def reverse_item(ctx: Context, run: Run, item: Item) -> ItemOutcome:
+def reverse_item(ctx: Context, run: Run, item: Item, *, owner: str) -> ItemOutcome:
     """Decide and do what one claimed item needs; never raises for provider errors."""
     options = run.options
     invoice = item.invoice
@@ -84,6 +84,10 @@ def reverse_item(ctx: Context, run: Run, item: Item) -> ItemOutcome:
                 return settled
         if not ctx.provider.can_reverse(invoice):
             return _why_not_reversible(ctx.provider.get_invoice(invoice.invoice_id), item)
+        # Fence: the claim must still be ours, and must outlive the write, when the write leaves.
+        now = ctx.clock()
+        if not ctx.ledger.renew_lease(item.id, owner=owner, lease_until=now + ctx.runtime.lease):
+            return ItemOutcome(ItemState.IN_FLIGHT, reason="claim lost before the reversal was sent")
         ctx.provider.reverse(
             Reversal(
                 invoice_id=invoice.invoice_id,

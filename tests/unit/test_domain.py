@@ -112,3 +112,10 @@ def test_a_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch, variable: str, 
 def test_missing_tenant_settings_are_named() -> None:
     with pytest.raises(ConfigurationError, match="REBILL_IMIS_BASE_URL, REBILL_IMIS_USERNAME, REBILL_IMIS_PASSWORD"):
         load_settings(imis_base_url=None, imis_username=None, imis_password=None).require_imis()
+
+
+def test_a_lease_shorter_than_a_write_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REBILL_LEASE_SECONDS", "20")
+    monkeypatch.setenv("REBILL_IMIS_TIMEOUT_SECONDS", "30")
+    with pytest.raises(ConfigurationError, match=r"REBILL_LEASE_SECONDS \(20\) must exceed twice"):
+        load_settings()

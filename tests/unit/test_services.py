@@ -11,7 +11,7 @@ from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.billing import BillingLogStatus
 from orchestrator.domain.errors import ProviderRefused, ProviderThrottled, ProviderTimeout, RunRefused
 from orchestrator.domain.run import ItemState, ReasonCode, RebillPhase, RunMode, RunOptions, RunState
-from orchestrator.services import planning, reconciler, runs
+from orchestrator.services import planning, reconciler, reversal, runs
 from orchestrator.services.context import Context
 from tests.fakes import ORIGINAL_KEY, FakeClock, FakeDispatcher, FakeProvider
 
@@ -219,6 +219,35 @@ class TestUnknownOutcomes:
         assert run.reason_code is ReasonCode.REBILL_OUTCOME_UNKNOWN
         assert provider.submitted == []
         assert provider.calls["TaskDefinition.execute"] == 1
+
+
+class TestClaims:
+    def test_a_worker_whose_claim_was_taken_over_never_sends_the_reversal(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        ledger: SqlLedger,
+    ) -> None:
+        run_id = start(ctx, options, provider)
+        planning.plan_run(ctx, run_id)
+        chunk_id = dispatcher.sent[-1][1][1]
+        slow = ledger.claim_item(chunk_id, owner="slow", now=clock(), lease_until=clock.now)
+        assert slow is not None
+        clock.advance(1)  # the slow worker's lease ran out while it waited ...
+        taken = ledger.claim_item(chunk_id, owner="fast", now=clock(), lease_until=clock.now + ctx.runtime.lease)
+        assert taken is not None
+        assert taken.id == slow.id  # ... and another worker took the item over
+
+        run = ledger.get_run(run_id)
+        assert run is not None
+        outcome = reversal.reverse_item(ctx, run, slow, owner="slow")
+
+        assert outcome.state is ItemState.IN_FLIGHT
+        assert provider.reversals == {}
+        assert provider.calls["Invoice.ProcessCashReversal"] == 0
 
 
 class TestFailuresAndRetry:

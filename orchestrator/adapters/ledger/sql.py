@@ -545,6 +545,21 @@ class SqlLedger:
             ).one_or_none()
         return _item_from_row(row) if row else None
 
+    def renew_lease(self, item_id: int, *, owner: str, lease_until: datetime) -> bool:
+        with self._write.begin() as conn:
+            return (
+                conn.execute(
+                    update(ItemRow)
+                    .where(
+                        ItemRow.id == item_id,
+                        ItemRow.state == ItemState.IN_FLIGHT.value,
+                        ItemRow.lease_owner == owner,
+                    )
+                    .values(lease_until=lease_until)
+                ).rowcount
+                == 1
+            )
+
     def finish_item(
         self, item: Item, *, owner: str, outcome: ItemOutcome, calls: Sequence[ApiCall], now: datetime
     ) -> bool:
