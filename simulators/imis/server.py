@@ -57,6 +57,7 @@ class SimulatorServer:
     def start(self) -> SimulatorServer:
         if self._thread is not None:
             raise RuntimeError("the simulator server is already running")
+        self.app = ImisApp(self.state)  # a fresh app: a stopped one cuts every fault sleep short
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1479,6 +1479,8 @@ class ImisState:
                 log = self._progress_log(gen, original_key, REVERSING if request.reverse else PROCESSING)
                 task.progress_log_key = log.key
                 log.information = None
+                if request.reverse is None:
+                    self._start_generation(task)
                 task.rebill = {
                     "task_log_id": task.task_log_id,
                     "original_key": gen.original_key or original_key,
@@ -1603,7 +1605,7 @@ class ImisState:
                     if request.generate is None:
                         task.status = "Completed"
                         return
-                    self._set_status(self.billing_logs[task.progress_log_key or ""], PROCESSING)
+                    self._start_generation(task)
             if request.generate is not None:
                 if self._stop.wait(self.faults.settings.task_step_seconds):
                     task.status = "Cancelled"
@@ -1630,23 +1632,32 @@ class ImisState:
             self._reverse(invoice, "ReverseInvoice", None)
             task.reversed_invoice_ids.append(invoice.invoice_id)
 
-    def _task_generate(self, task: TaskRecord, gen: BillGeneration) -> None:
+    def _start_generation(self, task: TaskRecord) -> None:
+        """Status 1, and an Open batch that the bill run fills (BatchId is on the log from now on)."""
         log = self.billing_logs[task.progress_log_key or ""]
-        outcome = self.faults.settings.rebill_outcome
-        rebill = task.rebill or {}
-        rebill["outcome"] = outcome
-        if outcome == "stall":
-            task.status = "Stalled"
-            return
-        if outcome == "fail":
-            self._set_status(log, FAILED, "Billing failed: the bill generation process stopped (simulated).")
-            task.status = "Failed"
-            return
-        drafts = self._rebill_drafts(gen, task.original_key, log)
-        batch = Batch(self._new_batch_id(), log.key, "Ready", drafts=drafts)
+        self._set_status(log, PROCESSING)
+        batch = Batch(self._new_batch_id(), log.key, "Open")
         self.batches[batch.batch_id] = batch
         log.batch_id = batch.batch_id
         task.batch_id = batch.batch_id
+
+    def _task_generate(self, task: TaskRecord, gen: BillGeneration) -> None:
+        log = self.billing_logs[task.progress_log_key or ""]
+        batch = self.batches[task.batch_id or ""]
+        outcome = self.faults.settings.rebill_outcome
+        rebill = task.rebill or {}
+        rebill["outcome"] = outcome
+        if outcome == "stall":  # the log stays at 1 and the batch Open, forever
+            task.status = "Stalled"
+            return
+        if outcome == "fail":
+            reason = "Billing failed: the bill generation process stopped (simulated)."
+            batch.posting_error = reason
+            self._set_status(log, FAILED, reason)
+            task.status = "Failed"
+            return
+        batch.drafts = self._rebill_drafts(gen, task.original_key, log)
+        batch.status = "Ready"
         if outcome == "batch_deleted":
             batch.status = "Deleted"
             self._set_status(log, BATCH_DELETED, f"Batch {batch.batch_id} was deleted without invoices being created.")

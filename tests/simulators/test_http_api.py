@@ -374,3 +374,13 @@ class TestRoutingAndCounters:
             assert client.post("/api/Invoice/_execute", json=reversal("8158")).json()["Result"] is True
             assert client.get(f"/api/InvoiceSummary/{quote(EXAMPLE_LEGACY_INVOICE_ID, safe='')}").status_code == 200
         assert sim.counters()["reversals"] == {"8158": 1}
+
+
+def test_a_server_can_be_stopped_and_started_again() -> None:
+    with ImisState() as state:
+        server = SimulatorServer(state)
+        for _ in range(2):
+            with server:
+                assert httpx.get(f"{server.base_url}/_sim/health", trust_env=False).json() == {"ok": True}
+        with pytest.raises(RuntimeError):
+            _ = server.base_url

@@ -216,6 +216,7 @@ class TestBatchesAndOutcomes:
         log = state.billing_log(PROGRESS_KEY)
         assert statuses(state, PROGRESS_KEY) == [REVERSING, PROCESSING, FAILED]
         assert log.information
+        assert state.batch(log.batch_id or "").posting_error == log.information
         assert new_invoices(state, PROGRESS_KEY) == {}
         assert set(state.counters()["reversals"]) == set(seeded.open_invoice_ids)  # the reversals did happen
 
@@ -238,6 +239,7 @@ class TestBatchesAndOutcomes:
         state.faults.update(rebill_outcome="complete")
         assert statuses(state, PROGRESS_KEY) == [REVERSING, PROCESSING]  # ...and the log never moves on
         assert state.tasks[task_log_id].status == "Stalled"
+        assert state.batch(state.billing_log(PROGRESS_KEY).batch_id or "").status == "Open"
 
     def test_steps_take_task_step_seconds(self, seeded: SeededBilling) -> None:
         with ImisState(faults=Faults(task_step_seconds=0.15)) as state:
@@ -250,6 +252,20 @@ class TestBatchesAndOutcomes:
             times = [at for _, at in state.billing_log_history(PROGRESS_KEY)]
             assert (times[1] - times[0]).total_seconds() >= 0.14
             assert (times[2] - times[1]).total_seconds() >= 0.14
+
+    def test_batch_is_open_while_bills_are_generated(self) -> None:
+        with ImisState(faults=Faults(task_step_seconds=0.2)) as state:
+            billing = state.seed_billing(invoices=5, seed=1)
+            state.submit_task(TaskRequest(generate=generation(billing, auto_post=False)))
+            log = state.billing_log(PROGRESS_KEY)
+            assert log.status == PROCESSING
+            assert log.batch_id is not None
+            batch = state.batch(log.batch_id)
+            assert (batch.status, batch.transaction_count) == ("Open", 0)
+            with pytest.raises(Refused, match="not ready"):
+                state.post_batch(log.batch_id)
+            assert state.wait_for_tasks(5)
+            assert (batch.status, log.status) == ("Ready", UNPOSTED_BATCH)
 
     def test_close_stops_a_running_task(self) -> None:
         state = ImisState(faults=Faults(task_step_seconds=30))
