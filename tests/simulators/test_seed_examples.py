@@ -21,7 +21,7 @@ from simulators.imis.state import (
     EXAMPLE_PROGRESS_KEY,
     ImisState,
 )
-from tests.simulators.helpers import EXAMPLES, example
+from tests.simulators.helpers import CONTRACT_EXAMPLES, EXAMPLES, example
 
 OPEN_UNPAID = {"8158", "8159", "8163", "8164", "8165", EXAMPLE_LEGACY_INVOICE_ID}
 LEFT_AS_IS = {"8160", "8161", "8162", "8166", "7002", "2317"}
@@ -55,7 +55,8 @@ def test_every_example_has_a_fixture() -> None:
     invoice_examples = {n for n in names if n.startswith("invoice_")}
     assert len(invoice_examples) == 17  # one per Invoice/_execute example of the adjusting page
     assert {"billinglog_post.json", "task_bulk_reverse_and_rebill.json", "task_single_contact.json"} <= names
-    assert "batch_post.json" in names
+    assert len(names) == 20  # verbatim copies only
+    assert (CONTRACT_EXAMPLES / "batch_post.json").is_file()  # built per the contract, kept apart
 
 
 class TestReverseAndRebillPage:
