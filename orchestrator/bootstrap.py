@@ -14,6 +14,12 @@ from orchestrator.adapters.broker import embedded
 from orchestrator.adapters.ledger.database import LedgerEngines, create_engines, default_sqlite_url, migrate
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.adapters.providers.imis import ImisClient, ImisProvider
+from orchestrator.adapters.providers.tenant_limit import (
+    SLOT_LEASE_SECONDS,
+    LimitedTransport,
+    TenantLimiter,
+    tenant_key,
+)
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.services.context import CallRecorder, Context, Runtime
@@ -49,14 +55,37 @@ def runtime(settings: Settings) -> Runtime:
     )
 
 
-def http_client(settings: Settings) -> httpx.Client:
-    """The one httpx client per process: explicit timeouts; the transport retries connect errors only."""
-    return httpx.Client(
-        timeout=httpx.Timeout(settings.imis_timeout_seconds, connect=settings.imis_connect_timeout_seconds),
+def http_client(settings: Settings, *, limiter: TenantLimiter | None = None) -> httpx.Client:
+    """The one httpx client per process: explicit timeouts; the transport retries connect errors only.
+
+    With a limiter, every exchange holds one of the tenant's slots (REBILL_IMIS_MAX_CONCURRENCY,
+    REBILL_IMIS_RATE_LIMIT) shared through Redis by every worker. A slot wait counts against the
+    pool timeout.
+    """
+    transport: httpx.BaseTransport = httpx.HTTPTransport(
+        retries=2,
+        # Given a transport, httpx.Client ignores its own `limits`: they belong here.
         limits=httpx.Limits(
             max_connections=settings.worker_concurrency * 2, max_keepalive_connections=settings.worker_concurrency
         ),
-        transport=httpx.HTTPTransport(retries=2),
+    )
+    if limiter is not None:
+        transport = LimitedTransport(transport, limiter)
+    return httpx.Client(
+        timeout=httpx.Timeout(settings.imis_timeout_seconds, connect=settings.imis_connect_timeout_seconds),
+        transport=transport,
+    )
+
+
+def tenant_limiter(settings: Settings) -> TenantLimiter:
+    """The tenant's shared limit, in the broker's Redis (a killed holder's slot returns after SLOT_LEASE_SECONDS)."""
+    base_url, _, _ = settings.require_imis()
+    return TenantLimiter.from_url(
+        redis_url(settings),
+        tenant_key(base_url),
+        max_concurrency=settings.imis_max_concurrency,
+        rate=settings.imis_rate_limit,
+        lease_seconds=SLOT_LEASE_SECONDS,
     )
 
 
@@ -107,7 +136,7 @@ class Container:
 
     @functools.cached_property
     def http(self) -> httpx.Client:
-        return http_client(self.settings)
+        return http_client(self.settings, limiter=tenant_limiter(self.settings))
 
     @functools.cached_property
     def provider(self) -> BillingProvider:

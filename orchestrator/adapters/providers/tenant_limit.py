@@ -1,0 +1,360 @@
+"""One limit per tenant, shared by every worker on every machine: calls in flight, and optionally a rate.
+
+`TenantLimiter` is a counting semaphore held in Redis. Each holder is a member of a sorted set
+scored by the end of its lease (Redis's own clock, so machines with skewed clocks agree). A
+background thread renews the leases of the process's live holders every quarter lease, so a call
+may last as long as it must; a holder killed mid-call stops being renewed and stops counting once
+its lease ends, so a slot is never lost for good.
+A caller that finds every slot taken registers as a waiter and blocks in BLPOP: a release pushes
+one wake-up while waiters are registered, so the next call starts a Redis round trip after the last
+one ended, with no polling and no CPU spent waiting. A waiter also wakes when the earliest lease
+runs out (a dead holder), and at least every `max_block_seconds` in case a wake-up was lost.
+
+The optional rate is a GCRA (generic cell rate algorithm) with a burst of one: successive sends
+are spaced at least `1 / rate` seconds apart across all workers, so over any T seconds at most
+`rate * T + 1` calls start. The slot and the send time are taken in the same script: a caller that
+gets a slot is told how long to wait before sending (its place in the rate's queue) and keeps the
+slot meanwhile. Callers are thereby spread over distinct send times instead of waking together.
+
+`LimitedTransport` wraps the real httpx transport, so every exchange of the process's one
+`httpx.Client` (`/token` included) holds a slot from before the request is written until its
+response is closed.
+
+Why not a library. We looked at what is kept up and fits Redis:
+- `limits` (Flask-Limiter's backend): rate windows only, timestamps from each client's clock,
+  whole-second windows, no blocking wait; no concurrency limit.
+- `pyrate-limiter`: leaky-bucket rates only, client clocks (its RedisBucket avoids Redis TIME).
+- `throttled-py`: rates only (GCRA on Redis TIME, good), but its blocking wait sleeps at least
+  200 ms per try (measured: 10 sends/s delivered for a 20/s quota) and its redis extra pins
+  redis-py < 8 while we run 8.
+- `dramatiq.rate_limits.ConcurrentRateLimiter`: a distributed semaphore, but one counter with one
+  TTL for all holders: a dead holder's slot comes back only once the whole key sits idle for the
+  TTL, i.e. never under steady load; no blocking acquire; and it brings a second task framework.
+- `redis-limiters` / `self-limiters` Semaphore: a list of tokens taken with BLPOP; a dead holder's
+  token never returns while the semaphore is in use, and an idle key's expiry can add a token.
+None gives a cross-process semaphore with per-holder leases, so this is a small Lua-scripted one;
+the rate lives in the same script so one round trip takes both, on one clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import redis
+
+__all__ = [
+    "SLOT_LEASE_SECONDS",
+    "LimitedTransport",
+    "LimiterUnavailable",
+    "Permit",
+    "SlotTimeout",
+    "TenantLimiter",
+    "tenant_key",
+]
+
+log = logging.getLogger(__name__)
+
+#: How long a killed holder's slot stays taken (live holders are renewed every quarter of it).
+SLOT_LEASE_SECONDS = 20.0
+
+# KEYS: holders (zset token -> lease end ms), waiters (zset token -> registration end ms), rate (GCRA TAT)
+# ARGV: limit, lease ms, token, rate interval ms (0: no rate), wait registration ms
+# -> {1, send delay ms} with the slot taken, or {0, ms until the earliest lease ends} as a waiter
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local token = ARGV[3]
+local interval = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local wait = tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[2], now + wait, token)
+  redis.call('PEXPIRE', KEYS[2], wait + 1000)
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, math.max(1, tonumber(first[2]) - now)}
+end
+local delay = 0
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if tat < now then tat = now end
+  delay = tat - now
+  redis.call('SET', KEYS[3], tat + interval, 'PX', delay + interval + 1000)
+end
+redis.call('ZADD', KEYS[1], now + delay + lease, token)
+redis.call('PEXPIRE', KEYS[1], delay + lease + 1000)
+redis.call('ZREM', KEYS[2], token)
+return {1, delay}
+"""
+
+# KEYS: holders; ARGV: lease ms, tokens... -> how many of the tokens still held a slot (their leases renewed)
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local renewed = 0
+for i = 2, #ARGV do
+  renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', now + lease, ARGV[i])
+end
+if renewed > 0 then redis.call('PEXPIRE', KEYS[1], lease + 1000) end
+return renewed
+"""
+
+# KEYS: holders, waiters, wake (list); ARGV: token -> 1 if the token held a slot
+_RELEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local waiting = redis.call('ZCARD', KEYS[2])
+if waiting > 0 and redis.call('LLEN', KEYS[3]) < waiting then
+  redis.call('RPUSH', KEYS[3], '1')
+  redis.call('PEXPIRE', KEYS[3], 60000)
+end
+return held
+"""
+
+
+class LimiterUnavailable(httpx.ConnectError):
+    """Redis could not be asked for a slot: nothing was sent to the tenant."""
+
+
+class SlotTimeout(httpx.PoolTimeout):
+    """No slot came free in time: nothing was sent to the tenant."""
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    token: str
+    send_at: float  # time.monotonic() before which the rate says not to send
+
+
+def tenant_key(base_url: str) -> str:
+    """Redis key prefix of one tenant; the hash tag keeps every key of a limit on one cluster slot."""
+    return "rebill:limit:{imis:" + base_url.rstrip("/").lower() + "}"
+
+
+class TenantLimiter:
+    """At most `max_concurrency` holders at once across every process on the same Redis and key.
+
+    `lease_seconds` is how long a dead holder's slot stays taken; live holders are renewed every
+    quarter of it. `rate` is requests per second for all holders, or None.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        *,
+        max_concurrency: int,
+        lease_seconds: float,
+        rate: float | None = None,
+        max_block_seconds: float = 2.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        if rate is not None and rate <= 0:
+            raise ValueError("rate must be positive")
+        self._redis = client
+        self._holders = f"{key}:holders"
+        self._waiters = f"{key}:waiters"
+        self._wake = f"{key}:wake"
+        self._rate_key = f"{key}:rate"
+        self.max_concurrency = max_concurrency
+        self.rate = rate
+        self._lease_ms = max(1, round(lease_seconds * 1000))
+        self._interval_ms = 0 if rate is None else max(1, round(1000 / rate))
+        self._max_block = max_block_seconds
+        self._acquire_script = client.register_script(_ACQUIRE)
+        self._release_script = client.register_script(_RELEASE)
+        self._renew_script = client.register_script(_RENEW)
+        self._prefix = f"{socket.gethostname()}:{os.getpid()}:"
+        self._held: set[str] = set()
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+        self._renewer_pid = 0
+        self._closed = threading.Event()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        key: str,
+        *,
+        max_concurrency: int,
+        lease_seconds: float,
+        rate: float | None = None,
+        max_block_seconds: float = 2.0,
+    ) -> TenantLimiter:
+        # Blocking waits last at most max_block_seconds; the socket timeout leaves room above that.
+        client = redis.Redis.from_url(
+            url, socket_timeout=max_block_seconds + 5, socket_connect_timeout=5, health_check_interval=30
+        )
+        return cls(
+            client,
+            key,
+            max_concurrency=max_concurrency,
+            lease_seconds=lease_seconds,
+            rate=rate,
+            max_block_seconds=max_block_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key={self._holders!r}, max_concurrency={self.max_concurrency}, rate={self.rate})"
+
+    def acquire(self, timeout: float | None = None) -> Permit:
+        """Take a slot, waiting up to `timeout` seconds (None: without end); SlotTimeout if none came free."""
+        token = self._prefix + uuid.uuid4().hex
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = self._max_block if deadline is None else deadline - time.monotonic()
+            wait = max(0.001, min(remaining, self._max_block))
+            try:
+                acquired, millis = self._acquire_script(
+                    keys=[self._holders, self._waiters, self._rate_key],
+                    args=[self.max_concurrency, self._lease_ms, token, self._interval_ms, round(wait * 1000) + 1000],
+                )
+            except redis.RedisError as error:
+                raise LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}") from error
+            if acquired:
+                self._hold(token)
+                return Permit(token, time.monotonic() + millis / 1000)
+            if remaining <= 0:
+                self._forget_waiter(token)
+                raise SlotTimeout(
+                    f"no slot of {self.max_concurrency} free within {timeout:g} s "
+                    "(REBILL_IMIS_MAX_CONCURRENCY, shared by every worker)"
+                )
+            # Block until a release wakes us or the earliest lease runs out, whichever comes first.
+            block = max(0.001, min(wait, millis / 1000))
+            try:
+                self._redis.blpop([self._wake], block)
+            except redis.RedisError as error:
+                raise LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}") from error
+
+    def release(self, permit: Permit) -> None:
+        """Give the slot back and wake one waiter; a failure here only costs the slot until its lease ends."""
+        with self._held_lock:
+            self._held.discard(permit.token)
+        try:
+            self._release_script(keys=[self._holders, self._waiters, self._wake], args=[permit.token])
+        except redis.RedisError as error:
+            log.warning("could not release a tenant slot (it frees itself when its lease ends): %s", error)
+
+    @staticmethod
+    def wait_to_send(permit: Permit) -> None:
+        """Sleep until the rate allows this permit's call (at once when no rate is set)."""
+        delay = permit.send_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def holders(self) -> int:
+        """Live holders now (for tests and monitoring)."""
+        now_ms = _redis_now_ms(self._redis)
+        return int(self._redis.zcount(self._holders, now_ms, "+inf"))
+
+    def reset(self) -> None:
+        """Forget every holder, waiter and the rate's schedule (tests, benchmarks)."""
+        self._redis.delete(self._holders, self._waiters, self._wake, self._rate_key)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._redis.close()
+
+    def _hold(self, token: str) -> None:
+        with self._held_lock:
+            self._held.add(token)
+            if self._renewer is None or self._renewer_pid != os.getpid() or not self._renewer.is_alive():
+                # Started on first use, and again in a forked child (threads do not survive a fork).
+                self._renewer_pid = os.getpid()
+                self._renewer = threading.Thread(target=self._renew_forever, name="rebill-slot-leases", daemon=True)
+                self._renewer.start()
+
+    def _renew_forever(self) -> None:
+        interval = self._lease_ms / 4000
+        while not self._closed.wait(interval):
+            with self._held_lock:
+                tokens = list(self._held)
+            if not tokens:
+                continue
+            try:
+                self._renew_script(keys=[self._holders], args=[self._lease_ms, *tokens])
+            except redis.RedisError as error:
+                log.warning("could not renew the leases of %s tenant slot(s): %s", len(tokens), error)
+
+    def _forget_waiter(self, token: str) -> None:
+        with contextlib.suppress(redis.RedisError):  # the registration also ends by itself
+            self._redis.zrem(self._waiters, token)
+
+
+def _redis_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+class _ReleasingStream(httpx.SyncByteStream):
+    """The response body; closing it (httpx does once the body is read) gives the slot back, once."""
+
+    def __init__(self, stream: httpx.SyncByteStream, release: Any) -> None:
+        self._stream = stream
+        self._release = release
+        self._lock = threading.Lock()
+        self._released = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._stream
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            with self._lock:
+                released, self._released = self._released, True
+            if not released:
+                self._release()
+
+
+class LimitedTransport(httpx.BaseTransport):
+    """Every request holds one of the tenant's slots from before it is sent until its response is closed.
+
+    The slot wait is bounded by the request's pool timeout (the client's `Timeout.pool`): running out
+    raises `SlotTimeout`, an `httpx.PoolTimeout`, which the iMIS client classifies as transient with
+    nothing sent. A Redis failure raises `LimiterUnavailable` (an `httpx.ConnectError`): also nothing sent.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, limiter: TenantLimiter) -> None:
+        self._inner = inner
+        self.limiter = limiter
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout") or {}
+        permit = self.limiter.acquire(timeout=timeouts.get("pool"))
+        try:
+            self.limiter.wait_to_send(permit)
+            response = self._inner.handle_request(request)
+        except BaseException:
+            self.limiter.release(permit)
+            raise
+        stream = response.stream
+        assert isinstance(stream, httpx.SyncByteStream), "a sync transport answers with a sync stream"
+        response.stream = _ReleasingStream(stream, lambda: self.limiter.release(permit))
+        return response
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self.limiter.close()
