@@ -109,9 +109,14 @@ class Stack:
         return self.state.counters()
 
     # --- the command line ---
-    def cli(self, *args: str) -> Result:
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        """`rebill ARGS` in this process, with the stack's settings (and `env` on top)."""
         runner = CliRunner()
-        return runner.invoke(cli, list(args), env=self.env, obj=CliState(), catch_exceptions=False)
+        return runner.invoke(cli, list(args), env={**self.env, **(env or {})}, obj=CliState(), catch_exceptions=False)
+
+    def issued_tokens(self) -> list[str]:
+        with self.state.lock:
+            return list(self.state._tokens)  # noqa: SLF001 - the test's view of the fake tenant
 
     def wait_for(self, run_id: str, *, timeout: float = 120.0) -> Run:
         """Until the run rests in a final state (read from the ledger, as `--wait` does)."""

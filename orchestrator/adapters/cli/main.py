@@ -21,7 +21,7 @@ import click
 
 from orchestrator.bootstrap import Container
 from orchestrator.config import load_settings
-from orchestrator.domain.errors import ProviderError, RebillError
+from orchestrator.domain.errors import ProviderAuthError, ProviderError, RebillError
 from orchestrator.domain.run import RunMode
 from orchestrator.services import planning, reconciler, runs
 
@@ -173,7 +173,9 @@ def run(state: CliState, /, billing_log: str, wait: bool, as_json: bool, **raw: 
 
 def _start_error(container: Container, error: ProviderError) -> RebillError:
     """A tenant we cannot talk to is bad input for `run`: say which setting to look at."""
-    base = container.settings.imis_base_url
+    if isinstance(error, ProviderAuthError):
+        return RebillError(f"cannot start: {error} (check REBILL_IMIS_USERNAME and REBILL_IMIS_PASSWORD)")
+    base = str(container.settings.imis_base_url or "").rstrip("/")
     return RebillError(f"cannot start: {error} (REBILL_IMIS_BASE_URL={base})")
 
 
