@@ -129,7 +129,14 @@ def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: Kil
     chaos.state.faults.update(latency_ms=2)
     billing = chaos.seed(3000)
     chaos.start_worker()
-    run_id = start(chaos, billing)
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.adapters.cli", "run", "--billing-log", billing.original_key, "--wait"],
+        env={**os.environ, **chaos.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run_id = waiting.stdout.readline().strip()  # type: ignore[union-attr]
     wait_until(
         chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= len(billing.open_invoice_ids) // 3
     )
@@ -138,6 +145,8 @@ def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: Kil
     time.sleep(1.0)
     broker.restart_empty()
 
+    output, _ = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, output  # `rebill run --wait` followed the run through the outage
     verify(chaos, billing, run_id, "broker Redis killed, restarted empty")
     assert all(worker.alive() for worker in chaos.workers)
 
