@@ -61,6 +61,17 @@ class Settings(BaseSettings):
 
     flower_basic_auth: SecretStr | None = Field(None, description="user:password; Flower refuses to start without")
 
+    # Scheduled runs and monitoring.
+    schedule_file: Path | None = Field(None, description="TOML file of scheduled runs per billing cycle")
+    beat_max_interval_seconds: PositiveFloat = Field(
+        5.0, description="beat's longest sleep; a second beat takes over within 5x this after the first dies"
+    )
+    metrics_address: str = Field("127.0.0.1", description="where /metrics listens (worker and `rebill metrics`)")
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = Field(
+        None, description="serve the worker's API-call metrics on this port; unset = off"
+    )
+    metrics_recent_hours: PositiveFloat = Field(24.0, description="finished runs kept in per-run metrics")
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
 

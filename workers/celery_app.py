@@ -44,8 +44,11 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
 
 
 def configure(settings: Settings, broker_url: str) -> Celery:
-    """Configure the app the worker runs (its tasks are registered on it)."""
+    """Configure the app the worker runs (its tasks are registered on it), and its logs and metrics."""
+    from workers import observability
+
     app.conf.update(celery_config(settings, broker_url))
+    observability.install(app, settings)
     return app
 
 

@@ -9,8 +9,9 @@ from celery import Task
 from orchestrator.domain.errors import TransientProviderError
 from orchestrator.domain.run import full_jitter, retry_delay
 from orchestrator.services import planning, poller, rebill, reconciler, reversal
+from workers import scheduled
 from workers.celery_app import app
-from workers.runtime import context
+from workers.runtime import container, context
 
 _BACKOFF_BASE_SECONDS = 2.0
 _BACKOFF_CAP_SECONDS = 300.0
@@ -57,3 +58,12 @@ def poll_run(run_id: str) -> None:
 @app.task(name="rebill.reconcile")
 def reconcile() -> None:
     reconciler.reconcile(context())
+
+
+@app.task(name="rebill.fire_schedule", bind=True)
+def fire_schedule(self: Task[Any, Any], schedule: str, slot: str) -> None:
+    """One firing of a schedule slot (a name and a time only); the ledger makes one run per slot."""
+    try:
+        scheduled.fire(container(), schedule, slot)
+    except TransientProviderError as error:
+        _retry(self, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,10 @@ class BillingProvider(Protocol):
 
     def find_billing_logs(self, *, original_key: str) -> list[BillingLog]:
         """Every billing log whose OriginalBillingLogKey is `original_key`."""
+        ...
+
+    def billing_logs_of_cycle(self, cycle_name: str) -> list[BillingLog]:
+        """Every billing log of the billing cycle named `cycle_name`, in any status."""
         ...
 
     def create_tracking_log(self, original: BillingLog, *, key: str, run_name: str) -> BillingLog:
@@ -109,6 +114,42 @@ class NewRun:
     guard_key: str | None
     created_at: datetime
     schedule_slot: str | None = None
+
+
+class FiringOutcome(enum.StrEnum):
+    STARTED = "STARTED"  # a run was created for the slot
+    SKIPPED = "SKIPPED"  # nothing to do, and the reason says why (e.g. already reverse-and-rebilled)
+    FAILED = "FAILED"  # could not decide (the tenant refused us); a later firing of the slot may retry
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFiring:
+    """What one firing of a schedule slot did. `slot` (`<schedule>@<UTC ISO time>`) is unique."""
+
+    slot: str
+    schedule: str
+    slot_at: datetime
+    outcome: FiringOutcome
+    fired_at: datetime
+    run_id: str | None = None
+    billing_log_key: str | None = None
+    reason: str | None = None
+
+
+class FiringLog(Protocol):
+    """Where schedule firings are recorded (the ledger's database)."""
+
+    def record_firing(self, firing: ScheduleFiring) -> ScheduleFiring:
+        """Store the firing unless its slot already has one that did not FAIL; returns the stored one."""
+        ...
+
+    def get_firing(self, slot: str) -> ScheduleFiring | None: ...
+
+    def run_for_slot(self, slot: str) -> str | None:
+        """The id of the run created for `slot`, if any (runs.schedule_slot)."""
+        ...
+
+    def recent_firings(self, *, schedule: str | None = None, limit: int = 20) -> list[ScheduleFiring]: ...
 
 
 @dataclass(frozen=True, slots=True)

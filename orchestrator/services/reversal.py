@@ -14,6 +14,7 @@ from datetime import timedelta
 from orchestrator.domain.billing import Invoice, Reversal, SkipReason
 from orchestrator.domain.errors import PermanentProviderError, TransientProviderError
 from orchestrator.domain.run import Item, ItemOutcome, ItemState, Run, RunState, retry_delay
+from orchestrator.services import logcontext
 from orchestrator.services.context import Context
 from orchestrator.services.progress import advance, dispatch_ready_chunks
 
@@ -50,7 +51,7 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> None:
         item = ctx.ledger.claim_item(chunk_id, owner=owner, now=now, lease_until=now + ctx.runtime.lease)
         if item is None:
             break
-        with ctx.recorder.collect() as calls:
+        with logcontext.bound(item_id=item.id, invoice_id=item.invoice.invoice_id), ctx.recorder.collect() as calls:
             outcome = reverse_item(ctx, run, item, owner=owner)
         ctx.ledger.finish_item(item, owner=owner, outcome=outcome, calls=calls, now=ctx.clock())
     ctx.ledger.finish_delivery(chunk_id)

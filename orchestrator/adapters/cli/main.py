@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -67,7 +66,12 @@ class CliState:
     @property
     def container(self) -> Container:
         if self._container is None:
-            self._container = Container(load_settings())
+            from orchestrator.adapters.logs import register_secret
+
+            settings = load_settings()
+            for secret in (settings.imis_password, settings.flower_basic_auth):
+                register_secret(secret.get_secret_value() if secret is not None else None)
+            self._container = Container(settings)
         return self._container
 
     def close(self) -> None:
@@ -85,7 +89,10 @@ def cli(ctx: click.Context) -> None:
     """rebill: reverse every open invoice of a billing run and bill the members again."""
     state = ctx.ensure_object(CliState)
     ctx.call_on_close(state.close)
-    logging.basicConfig(level=os.environ.get("REBILL_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s")
+    from orchestrator.adapters.logs import configure_logging
+
+    level, fmt = os.environ.get("REBILL_LOG_LEVEL", "WARNING"), os.environ.get("REBILL_LOG_FORMAT", "text")
+    configure_logging(level, fmt, unless_configured=True)
 
 
 def _run_options(fn: F) -> F:
@@ -280,10 +287,10 @@ def reconcile(state: CliState) -> None:
 
 @cli.command()
 @click.option("--concurrency", type=click.IntRange(min=1), help="Threads (default REBILL_WORKER_CONCURRENCY).")
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", help="Default: REBILL_LOG_LEVEL.")
 @click.option("--no-reconcile", is_flag=True, help="Leave recovery of lost work to other workers or beat.")
 @pass_state
-def worker(state: CliState, concurrency: int | None, loglevel: str, no_reconcile: bool) -> None:
+def worker(state: CliState, concurrency: int | None, loglevel: str | None, no_reconcile: bool) -> None:
     """A Celery worker with the project's settings (threads: calls to the API wait without a process each)."""
     from workers.worker import run_worker
 
@@ -291,30 +298,61 @@ def worker(state: CliState, concurrency: int | None, loglevel: str, no_reconcile
     run_worker(
         container,
         concurrency=concurrency or container.settings.worker_concurrency,
-        loglevel=loglevel,
+        loglevel=loglevel or container.settings.log_level,
         reconcile=not no_reconcile,
     )
 
 
 @cli.command()
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", help="Default: REBILL_LOG_LEVEL.")
 @pass_state
-def beat(state: CliState, loglevel: str) -> None:
-    """Celery beat with the project's settings: periodic reconciling (and scheduled runs)."""
+def beat(state: CliState, loglevel: str | None) -> None:
+    """Celery beat (redbeat: one active beat, restarts carry on): reconciling and REBILL_SCHEDULE_FILE's runs."""
     from workers.monitoring import run_beat
 
-    run_beat(state.container, loglevel=loglevel)
+    run_beat(state.container, loglevel=loglevel or state.container.settings.log_level)
 
 
 @cli.command()
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=5555, show_default=True)
+@click.option(
+    "--max-tasks", type=click.IntRange(min=100), default=10_000, show_default=True, help="Tasks kept in memory."
+)
 @pass_state
-def flower(state: CliState, address: str, port: int) -> None:
+def flower(state: CliState, address: str, port: int, max_tasks: int) -> None:
     """Flower on the project's broker, read-only, behind REBILL_FLOWER_BASIC_AUTH."""
     from workers.monitoring import run_flower
 
-    run_flower(state.container, address=address, port=port)
+    run_flower(state.container, address=address, port=port, max_tasks=max_tasks)
+
+
+@cli.command()
+@click.option("--address", help="Default: REBILL_METRICS_ADDRESS.")
+@click.option(
+    "--port", type=click.IntRange(min=0, max=65535), default=9808, show_default=True, help="0: any free port."
+)
+@pass_state
+def metrics(state: CliState, address: str | None, port: int) -> None:
+    """Prometheus /metrics from the ledger: runs by state, items and API calls per run, BillingLog status."""
+    from workers.monitoring import run_metrics
+
+    container = state.container
+    run_metrics(
+        container,
+        address=address or container.settings.metrics_address,
+        port=port,
+        ready=lambda url: click.echo(f"serving metrics on {url}"),
+    )
+
+
+def _mount_schedule_commands() -> None:
+    from orchestrator.adapters.cli.schedule import schedule
+
+    cli.add_command(schedule)
+
+
+_mount_schedule_commands()
 
 
 @cli.group()

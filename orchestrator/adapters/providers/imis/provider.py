@@ -104,6 +104,9 @@ class ImisProvider:
     def find_billing_logs(self, *, original_key: str) -> list[BillingLog]:
         return [to_billing_log(log) for log in self._client.iter_billing_logs(original_key=original_key)]
 
+    def billing_logs_of_cycle(self, cycle_name: str) -> list[BillingLog]:
+        return [to_billing_log(log) for log in self._client.iter_billing_logs(cycle_name=cycle_name)]
+
     def create_tracking_log(self, original: BillingLog, *, key: str, run_name: str) -> BillingLog:
         """POST a 'Reversing invoices' (5) log that points at `original` and copies its billing options."""
         body = envelopes.billing_log_body(

@@ -1,0 +1,277 @@
+"""Prometheus metrics: what the ledger says (read at scrape time) and what the API calls of a process did.
+
+- `LedgerCollector` (served by `rebill metrics`): runs by state; per run (active, or finished in the
+  last `REBILL_METRICS_RECENT_HOURS`) its items by state, API calls by operation and outcome, the
+  status of the BillingLog it follows, and seconds since it last moved; schedule firings by outcome.
+  One process serves these for the whole deployment, so nothing is counted twice.
+- `ApiMetrics` (served by every worker on `REBILL_WORKER_METRICS_PORT`): the worker's API calls by
+  operation, outcome and HTTP status, their latency, transient failures (each one is retried), and
+  Celery task retries. Prometheus sums them over the workers.
+- `TenantCollector`: calls in flight against the tenant and its cap (`REBILL_IMIS_MAX_CONCURRENCY`).
+
+Labels are ids, names and states only: never an invoice amount, a party name or a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.adapters.ledger.firings import ScheduleFiringRow
+from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow
+from orchestrator.domain.billing import ApiCall
+from orchestrator.domain.run import ACTIVE_RUN_STATES, ItemState, RunState
+from orchestrator.services.context import CallRecorder
+
+__all__ = ["ApiMetrics", "LedgerCollector", "MeteredRecorder", "TenantCollector", "serve"]
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_MAX_RUNS = 200  # per-run series are bounded whatever the ledger holds
+
+
+class ApiMetrics:
+    """Counts every `ApiCall` a provider reports in this process."""
+
+    def __init__(self, registry: CollectorRegistry, *, provider: str = "imis") -> None:
+        self._provider = provider
+        self.calls = Counter(
+            "rebill_api_calls",
+            "Calls to the billing platform, by operation, outcome (ok, transient, permanent) and HTTP status",
+            ["provider", "operation", "outcome", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "rebill_api_call_duration_seconds",
+            "Latency of calls to the billing platform",
+            ["provider", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "rebill_api_retries",
+            "Calls that failed transiently (throttled, timed out, 5xx) and are retried later",
+            ["provider", "operation"],
+            registry=registry,
+        )
+        self.task_retries = Counter(
+            "rebill_task_retries", "Celery task retries, by task name", ["task"], registry=registry
+        )
+
+    def observe(self, call: ApiCall) -> None:
+        status = str(call.status_code) if call.status_code is not None else "none"
+        self.calls.labels(self._provider, call.operation, call.outcome.value, status).inc()
+        self.latency.labels(self._provider, call.operation).observe(call.latency_ms / 1000)
+        if call.outcome.value == "transient":
+            self.retries.labels(self._provider, call.operation).inc()
+
+    def task_retried(self, task_name: str) -> None:
+        self.task_retries.labels(task_name).inc()
+
+
+class MeteredRecorder(CallRecorder):
+    """The services' call recorder, also feeding `ApiMetrics`: the composition root's fan-out."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def record(self, call: ApiCall) -> None:
+        super().record(call)
+        try:
+            self._metrics.observe(call)
+        except Exception:  # metrics must never break a reversal
+            log.exception("metrics: could not count %s", call.operation)
+
+
+class TenantCollector(Collector):
+    """In-flight calls against the tenant's cap. `inflight` is the tenant limiter's count (shared by
+    every worker through Redis); without one only the cap is reported."""
+
+    def __init__(self, cap: int, inflight: Callable[[], int] | None = None) -> None:
+        self._cap = cap
+        self._inflight = inflight
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "rebill_tenant_max_concurrency", "Calls allowed in flight to the tenant", value=self._cap
+        )
+        if self._inflight is None:
+            return
+        try:
+            value = float(self._inflight())
+        except Exception as error:
+            log.warning("metrics: tenant in-flight count unavailable: %s", type(error).__name__)
+            return
+        yield GaugeMetricFamily(
+            "rebill_tenant_inflight_calls", "Calls in flight to the tenant, all workers", value=value
+        )
+
+
+class LedgerCollector(Collector):
+    """Reads the ledger at each scrape (a handful of grouped queries, bounded by `_MAX_RUNS`)."""
+
+    def __init__(
+        self, engine: Engine, *, recent_hours: float = 24.0, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self._engine = engine
+        self._recent = timedelta(hours=recent_hours)
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("rebill_ledger_up", "1 when the ledger could be read for this scrape")
+        try:
+            families = self._families()
+        except SQLAlchemyError as error:
+            log.warning("metrics: cannot read the ledger: %s", type(error).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _families(self) -> list[Metric]:
+        now = self._clock()
+        active = [state.value for state in ACTIVE_RUN_STATES]
+        with self._engine.connect() as conn:
+            by_state = dict(conn.execute(select(RunRow.state, func.count()).group_by(RunRow.state)).all())
+            runs = conn.execute(
+                select(
+                    RunRow.id,
+                    RunRow.original_key,
+                    RunRow.state,
+                    RunRow.last_status,
+                    RunRow.updated_at,
+                    RunRow.original_log,
+                    RunRow.schedule_slot,
+                )
+                .where(or_(RunRow.state.in_(active), RunRow.updated_at >= now - self._recent))
+                .order_by(RunRow.updated_at.desc())
+                .limit(_MAX_RUNS)
+            ).all()
+            ids = [run.id for run in runs]
+            items = conn.execute(
+                select(ItemRow.run_id, ItemRow.state, func.count())
+                .where(ItemRow.run_id.in_(ids))
+                .group_by(ItemRow.run_id, ItemRow.state)
+            ).all()
+            active_ids = [run.id for run in runs if run.state in active]
+            item_moves = dict(
+                conn.execute(
+                    select(ItemRow.run_id, func.max(ItemRow.updated_at))
+                    .where(ItemRow.run_id.in_(active_ids))
+                    .group_by(ItemRow.run_id)
+                ).all()
+            )
+            calls = conn.execute(
+                select(ApiCallRow.run_id, ApiCallRow.operation, ApiCallRow.outcome, func.count())
+                .where(ApiCallRow.run_id.in_(ids))
+                .group_by(ApiCallRow.run_id, ApiCallRow.operation, ApiCallRow.outcome)
+            ).all()
+            firings = conn.execute(
+                select(
+                    ScheduleFiringRow.schedule,
+                    ScheduleFiringRow.outcome,
+                    func.count(),
+                    func.max(ScheduleFiringRow.fired_at),
+                ).group_by(ScheduleFiringRow.schedule, ScheduleFiringRow.outcome)
+            ).all()
+        return [
+            _runs_by_state(by_state),
+            *_per_run(runs, items, calls, item_moves, now),
+            *_firings(firings),
+        ]
+
+
+def _runs_by_state(by_state: dict[str, int]) -> Metric:
+    family = GaugeMetricFamily("rebill_runs", "Runs in the ledger, by state", labels=["state"])
+    for state in RunState:
+        family.add_metric([state.value], by_state.get(state.value, 0))
+    return family
+
+
+def _per_run(
+    runs: Sequence[Any], items: Sequence[Any], calls: Sequence[Any], item_moves: dict[str, Any], now: datetime
+) -> list[Metric]:
+    info = GaugeMetricFamily(
+        "rebill_run_info",
+        "1 per recent run, with its state, billing and cycle",
+        labels=["run_id", "billing_log", "cycle", "state", "schedule_slot"],
+    )
+    states = GaugeMetricFamily("rebill_run_state", "1 for the state each recent run is in", labels=["run_id", "state"])
+    item_family = GaugeMetricFamily(
+        "rebill_run_items", "Items (invoices) of each recent run, by state", labels=["run_id", "state"]
+    )
+    call_family = GaugeMetricFamily(
+        "rebill_run_api_calls", "API calls recorded for each recent run", labels=["run_id", "operation", "outcome"]
+    )
+    status = GaugeMetricFamily(
+        "rebill_run_billing_log_status",
+        "Last BillingLog status seen by each recent run (5 reversing, 1 processing, 2 completed, "
+        "3 failed, 4 unposted batch, 6 batch deleted; -1 none yet)",
+        labels=["run_id"],
+    )
+    quiet = GaugeMetricFamily(
+        "rebill_run_seconds_since_progress",
+        "Seconds since an active run or one of its items last moved",
+        labels=["run_id"],
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for run_id, state, count in items:
+        counts.setdefault(run_id, {})[state] = count
+    for run in runs:
+        cycle = str((run.original_log or {}).get("cycle_name") or "")
+        info.add_metric([run.id, run.original_key, cycle, run.state, run.schedule_slot or ""], 1)
+        states.add_metric([run.id, run.state], 1)
+        for item_state in ItemState:
+            item_family.add_metric([run.id, item_state.value], counts.get(run.id, {}).get(item_state.value, 0))
+        status.add_metric([run.id], run.last_status if run.last_status is not None else -1)
+        if run.id in item_moves or run.state in {s.value for s in ACTIVE_RUN_STATES}:
+            moved = max(filter(None, (_utc(run.updated_at), _utc(item_moves.get(run.id)))))
+            quiet.add_metric([run.id], max(0.0, (now - moved).total_seconds()))
+    for run_id, operation, outcome, count in calls:
+        call_family.add_metric([run_id, operation, outcome], count)
+    return [info, states, item_family, call_family, status, quiet]
+
+
+def _firings(rows: Sequence[Any]) -> list[Metric]:
+    counts = GaugeMetricFamily(
+        "rebill_schedule_firings", "Recorded schedule firings, by schedule and outcome", labels=["schedule", "outcome"]
+    )
+    last = GaugeMetricFamily(
+        "rebill_schedule_last_firing_timestamp_seconds", "When each schedule last fired", labels=["schedule"]
+    )
+    latest: dict[str, datetime] = {}
+    for schedule, outcome, count, fired_at in rows:
+        counts.add_metric([schedule, outcome], count)
+        moment = _utc(fired_at)
+        if moment is not None and (schedule not in latest or moment > latest[schedule]):
+            latest[schedule] = moment
+    for schedule, moment in latest.items():
+        last.add_metric([schedule], moment.timestamp())
+    return [counts, last]
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(moment, datetime)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def serve(registry: CollectorRegistry, *, address: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+    """`/metrics` on a daemon thread; port 0 picks a free port (`server.server_port`)."""
+    return start_http_server(port, addr=address, registry=registry)

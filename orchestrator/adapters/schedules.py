@@ -1,0 +1,363 @@
+"""The schedule file (TOML): per billing cycle, when to run, which billing to take, with which options.
+
+    timezone = "America/Chicago"            # optional (default UTC): every `cron` below reads in it
+
+    [schedules.regular-membership]          # the schedule's name: letters, digits, '-' and '_'
+    cycle = "Regular Membership Fees"       # the BillingCycleName
+    cron = "0 6 1 * *"                      # minute hour day-of-month month day-of-week
+    # every = "1d"                          # or a fixed interval instead of cron (s, m, h, d)
+    # run_name = "Regular Membership Fees 2026-01"   # take this completed billing, by its BillingRunName;
+    #                                                # default: the latest completed billing of the cycle
+    enabled = true
+
+    [schedules.regular-membership.options]  # the `rebill run` options, by their REBILL_ setting names
+    chunk_size = 100
+    allow_partial = false
+
+Cron follows Celery's `crontab` (all five fields must match; day-of-week 0 or `sun` is Sunday), the
+same rules beat fires by. Any mistake is a `ScheduleFileError` naming the file and the line at fault.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from celery.schedules import crontab
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.domain.errors import ConfigurationError
+from orchestrator.domain.run import RunMode
+from orchestrator.services.scheduling import BillingChoice
+
+__all__ = [
+    "CronTiming",
+    "EveryTiming",
+    "Schedule",
+    "ScheduleEntry",
+    "ScheduleFileError",
+    "load_schedule",
+    "parse_schedule",
+]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SEARCH_DAYS = 366 * 8  # Feb 29 on a Monday recurs within 28 years at worst; 8 covers any plain cron
+
+
+class ScheduleFileError(ConfigurationError):
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path, self.line, self.problem = path, line, message
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+# --- timings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CronTiming:
+    """Five-field cron in a timezone, evaluated as Celery's crontab does."""
+
+    expression: str
+    tz: tzinfo
+    spec: crontab = field(compare=False, repr=False)
+
+    def _set(self, name: str) -> frozenset[int]:
+        return frozenset(getattr(self.spec, name))  # celery expands each field to a set of ints
+
+    @classmethod
+    def parse(cls, expression: str, tz: tzinfo) -> CronTiming:
+        fields = expression.split()
+        if len(fields) != 5:
+            raise ValueError(f"cron needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+        minute, hour, day_of_month, month_of_year, day_of_week = fields
+        try:
+            spec = crontab(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month_of_year,
+                day_of_week=day_of_week,
+            )
+        except Exception as error:  # celery raises ValueError or its own ParseException
+            raise ValueError(f"invalid cron {expression!r}: {error}") from None
+        timing = cls(" ".join(fields), tz, spec)
+        if timing.next_after(datetime(2000, 1, 1, tzinfo=UTC)) is None:
+            raise ValueError(f"cron {expression!r} never fires (no such date)")
+        return timing
+
+    def describe(self) -> str:
+        return f"cron {self.expression} ({self.tz})"
+
+    def celery_schedule(self) -> crontab:
+        return self.spec
+
+    def _days(self, start: date, step: int) -> Iterator[date]:
+        months, days, weekdays = self._set("month_of_year"), self._set("day_of_month"), self._set("day_of_week")
+        day = start
+        for _ in range(_SEARCH_DAYS):
+            if day.month in months and day.day in days and day.isoweekday() % 7 in weekdays:
+                yield day
+            day += timedelta(days=step)
+
+    def _times(self, day: date, *, reverse: bool) -> Iterator[datetime]:
+        minutes = sorted(self._set("minute"), reverse=reverse)
+        for hour in sorted(self._set("hour"), reverse=reverse):
+            for minute in minutes:
+                yield datetime(day.year, day.month, day.day, hour, minute, tzinfo=self.tz)
+
+    def next_after(self, moment: datetime) -> datetime | None:
+        local = moment.astimezone(self.tz)
+        for day in self._days(local.date(), 1):
+            for candidate in self._times(day, reverse=False):
+                if candidate > local:
+                    return candidate.astimezone(UTC)
+        return None
+
+    def slot_at(self, moment: datetime) -> datetime | None:
+        """The latest firing time at or before `moment`: the slot a firing at `moment` belongs to."""
+        local = moment.astimezone(self.tz)
+        for day in self._days(local.date(), -1):
+            for candidate in self._times(day, reverse=True):
+                if candidate <= local:
+                    return candidate.astimezone(UTC)
+        return None
+
+
+@dataclass(frozen=True)
+class EveryTiming:
+    """A fixed interval; slots are aligned on the Unix epoch so every scheduler agrees on them."""
+
+    seconds: float
+
+    def describe(self) -> str:
+        return f"every {self.seconds:g} s"
+
+    def celery_schedule(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+    def slot_at(self, moment: datetime) -> datetime:
+        stamp = moment.timestamp()
+        return datetime.fromtimestamp(stamp - stamp % self.seconds, tz=UTC)
+
+    def next_after(self, moment: datetime) -> datetime:
+        return self.slot_at(moment) + timedelta(seconds=self.seconds)
+
+
+Timing = CronTiming | EveryTiming
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    name: str
+    choice: BillingChoice
+    timing: Timing
+    enabled: bool
+    options: dict[str, Any]
+    line: int | None = None
+
+    def next_times(self, after: datetime, count: int) -> list[datetime]:
+        times: list[datetime] = []
+        moment: datetime | None = after
+        while moment is not None and len(times) < count:
+            moment = self.timing.next_after(moment)
+            if moment is not None:
+                times.append(moment)
+        return times
+
+
+@dataclass(frozen=True)
+class Schedule:
+    path: str
+    timezone: str
+    entries: dict[str, ScheduleEntry]
+
+    def get(self, name: str) -> ScheduleEntry | None:
+        return self.entries.get(name)
+
+    @property
+    def enabled(self) -> list[ScheduleEntry]:
+        return [entry for entry in self.entries.values() if entry.enabled]
+
+
+# --- the file's model ---------------------------------------------------------------------------
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    party_id: str | None = None
+    dry_run: bool | None = None
+    mode: Literal["orchestrated", "native"] | None = None
+    tracking_log: bool | None = None
+    allow_partial: bool | None = None
+    chunk_size: Annotated[int, Field(ge=1)] | None = None
+    max_attempts: Annotated[int, Field(ge=1)] | None = None
+    retry_backoff_seconds: Annotated[float, Field(gt=0)] | None = None
+    retry_backoff_max_seconds: Annotated[float, Field(gt=0)] | None = None
+    adjustment_reason: Annotated[str, Field(min_length=1)] | None = None
+    do_not_cancel_membership: bool | None = None
+    automatically_post_batch: bool | None = None
+    post_unposted_batch: bool | None = None
+    poll_interval_seconds: Annotated[float, Field(ge=0.05)] | None = None
+    stall_after_seconds: Annotated[float, Field(ge=1)] | None = None
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cycle: Annotated[str, Field(min_length=1)]
+    cron: str | None = None
+    every: str | float | None = None
+    billing: Literal["latest"] = "latest"
+    run_name: Annotated[str, Field(min_length=1)] | None = None
+    enabled: bool = True
+    options: _Options = _Options()
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> _Entry:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of `cron` or `every`")
+        return self
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str = "UTC"
+    schedules: dict[Annotated[str, Field(pattern=_NAME)], _Entry] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+
+def zone(name: str) -> tzinfo:
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r} (use an IANA name such as Europe/London)") from None
+
+
+def duration(value: str | float) -> float:
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 2h or 1d")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 1:
+        raise ValueError("an interval shorter than 1 s is not a schedule")
+    return seconds
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_schedule(path: Path) -> Schedule:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ScheduleFileError(str(path), None, f"cannot read the schedule file ({error.strerror})") from None
+    return parse_schedule(text, str(path))
+
+
+def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        found = re.search(r"\(at line (\d+), column \d+\)", message)
+        line = int(found.group(1)) if found else None
+        raise ScheduleFileError(path, line, "not valid TOML: " + re.sub(r"\s*\(at line.*\)$", "", message)) from None
+    lines = _key_lines(text)
+    try:
+        model = _File.model_validate(data)
+    except ValidationError as error:
+        issue = error.errors()[0]
+        loc = tuple(str(part) for part in issue["loc"] if part != "[key]")
+        where = ".".join(loc) or "(file)"
+        message = issue["msg"].removeprefix("Value error, ")
+        if issue["type"] == "extra_forbidden":
+            message = f"unknown setting {loc[-1]!r}"
+        elif issue["type"] == "missing":
+            message = f"{loc[-1]!r} is required"
+        more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+        raise ScheduleFileError(path, _line_of(lines, loc), f"{where}: {message}{more}") from None
+    tz = zone(model.timezone)
+    entries: dict[str, ScheduleEntry] = {}
+    for name, entry in model.schedules.items():
+        timing: Timing
+        try:
+            timing = (
+                CronTiming.parse(entry.cron, tz) if entry.cron is not None else EveryTiming(duration(entry.every or 0))
+            )
+        except ValueError as error:
+            key = "cron" if entry.cron is not None else "every"
+            loc = ("schedules", name, key)
+            raise ScheduleFileError(path, _line_of(lines, loc), f"schedules.{name}.{key}: {error}") from None
+        options = entry.options.model_dump(exclude_none=True)
+        if "mode" in options:
+            options["mode"] = RunMode(options["mode"])
+        entries[name] = ScheduleEntry(
+            name=name,
+            choice=BillingChoice(cycle_name=entry.cycle, run_name=entry.run_name),
+            timing=timing,
+            enabled=entry.enabled,
+            options=options,
+            line=_line_of(lines, ("schedules", name)),
+        )
+    return Schedule(path=path, timezone=model.timezone, entries=entries)
+
+
+# --- where each key is written, for messages ------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+
+def _dotted(text: str) -> tuple[str, ...]:
+    parts = re.findall(r""""([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+)""", text)
+    return tuple(next(p for p in part if p) if any(part) else "" for part in parts)
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Line number of every table header and key, by its full dotted path (first occurrence wins)."""
+    found: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            table = _dotted(header.group(1))
+            found.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            found.setdefault(table + _dotted(key.group(1)), number)
+    return found
+
+
+def _line_of(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
