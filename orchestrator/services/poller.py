@@ -22,6 +22,7 @@ from orchestrator.domain.run import (
     judge_poll,
 )
 from orchestrator.services.context import Context
+from orchestrator.services.progress import stop_run
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,12 @@ def poll_run(ctx: Context, run_id: str) -> None:
             verdict = PollVerdict.KEEP_POLLING
         except PermanentProviderError as error:
             ctx.ledger.record_calls(run_id, calls)
-            ctx.ledger.transition(
+            stop_run(
+                ctx,
                 run_id,
-                from_states={RunState.POLLING},
+                was=RunState.POLLING,
                 to=RunState.FAILED,
-                now=ctx.clock(),
-                reason_code=ReasonCode.BILLING_FAILED,
+                code=ReasonCode.BILLING_FAILED,
                 reason=f"cannot follow the rebill's BillingLog: {error}",
             )
             return
@@ -104,33 +105,33 @@ def _act(ctx: Context, run: Run, billing_log: BillingLog, verdict: PollVerdict) 
         _post_batch(ctx, run, billing_log.batch_id)
         return PollVerdict.KEEP_POLLING
     elif verdict is PollVerdict.NEEDS_ATTENTION:
-        ctx.ledger.transition(
+        stop_run(
+            ctx,
             run.id,
-            from_states={RunState.POLLING},
+            was=RunState.POLLING,
             to=RunState.NEEDS_ATTENTION,
-            now=now,
-            reason_code=ReasonCode.UNPOSTED_BATCH,
+            code=ReasonCode.UNPOSTED_BATCH,
             reason=f"{described}: post batch {billing_log.batch_id} in iMIS (posting was not enabled for this "
             f"run), then `rebill retry {run.id}` to follow it to the end",
         )
     elif verdict is PollVerdict.FAILED:
         detail = f": {billing_log.information}" if billing_log.information else ""
-        ctx.ledger.transition(
+        stop_run(
+            ctx,
             run.id,
-            from_states={RunState.POLLING},
+            was=RunState.POLLING,
             to=RunState.FAILED,
-            now=now,
-            reason_code=ReasonCode.BILLING_FAILED,
+            code=ReasonCode.BILLING_FAILED,
             reason=f"{described}{detail}",
         )
     elif verdict is PollVerdict.STALLED:
         minutes = run.options.stall_after_seconds / 60
-        ctx.ledger.transition(
+        stop_run(
+            ctx,
             run.id,
-            from_states={RunState.POLLING},
+            was=RunState.POLLING,
             to=RunState.STALLED,
-            now=now,
-            reason_code=ReasonCode.STALLED,
+            code=ReasonCode.STALLED,
             reason=f"{described} and has not changed for over {minutes:g} min; check iMIS, then "
             f"`rebill retry {run.id}` to resume following it",
         )

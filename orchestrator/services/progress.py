@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from orchestrator.domain.run import OPEN_ITEM_STATES, ItemState, ReasonCode, RunState
 from orchestrator.services.context import Context
 
 log = logging.getLogger(__name__)
+
+
+def stop_run(
+    ctx: Context, run_id: str, *, was: RunState, to: RunState, code: ReasonCode, reason: str, **fields: Any
+) -> bool:
+    """Leave `was` for a resting state with the reason an operator will read; False if the run moved meanwhile."""
+    return ctx.ledger.transition(
+        run_id, from_states={was}, to=to, now=ctx.clock(), reason_code=code, reason=reason, **fields
+    )
 
 
 def dispatch_ready_chunks(ctx: Context, run_id: str) -> int:
@@ -30,23 +40,23 @@ def advance(ctx: Context, run_id: str) -> None:
     reversed_count = counts.get(ItemState.REVERSED, 0)
     now = ctx.clock()
     if failed and not run.options.allow_partial:
-        ctx.ledger.transition(
+        stop_run(
+            ctx,
             run_id,
-            from_states={RunState.REVERSING},
+            was=RunState.REVERSING,
             to=RunState.NEEDS_ATTENTION,
-            now=now,
-            reason_code=ReasonCode.FAILED_ITEMS,
+            code=ReasonCode.FAILED_ITEMS,
             reason=f"{failed} invoice(s) could not be reversed, so nothing was rebilled. "
             f"See `rebill report {run_id}`, fix the cause, then `rebill retry {run_id}`.",
         )
         return
     if reversed_count == 0:
-        ctx.ledger.transition(
+        stop_run(
+            ctx,
             run_id,
-            from_states={RunState.REVERSING},
+            was=RunState.REVERSING,
             to=RunState.NEEDS_ATTENTION,
-            now=now,
-            reason_code=ReasonCode.NOTHING_TO_REVERSE,
+            code=ReasonCode.NOTHING_TO_REVERSE,
             reason="no invoice was reversed (each one has payments, is settled or was already reversed), "
             "so there is nobody to rebill",
         )

@@ -28,6 +28,7 @@ from orchestrator.domain.run import (
     retry_delay,
 )
 from orchestrator.services.context import Context
+from orchestrator.services.progress import stop_run
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,12 @@ def _send_failed(ctx: Context, run: Run, error: TransientProviderError | Permane
         )
         ctx.dispatcher.rebill(run.id, countdown=delay)
     else:
-        ctx.ledger.transition(
+        stop_run(
+            ctx,
             run.id,
-            from_states={RunState.REBILLING},
+            was=RunState.REBILLING,
             to=RunState.FAILED,
-            now=now,
-            reason_code=ReasonCode.REBILL_REFUSED,
+            code=ReasonCode.REBILL_REFUSED,
             reason=f"{ctx.provider.name} refused the rebill: {error.message}",
             rebill_phase=RebillPhase.NOT_SENT,
         )
@@ -131,12 +132,12 @@ def settle_rebill(ctx: Context, run: Run) -> None:
     if now - sent_at < timedelta(seconds=ctx.runtime.rebill_settle_seconds):
         ctx.dispatcher.rebill(run.id, countdown=run.options.poll_interval_seconds)
         return
-    ctx.ledger.transition(
+    stop_run(
+        ctx,
         run.id,
-        from_states={RunState.REBILLING},
+        was=RunState.REBILLING,
         to=RunState.NEEDS_ATTENTION,
-        now=now,
-        reason_code=ReasonCode.REBILL_OUTCOME_UNKNOWN,
+        code=ReasonCode.REBILL_OUTCOME_UNKNOWN,
         reason="the rebill request got no answer and its BillingLog shows no sign of it after "
         f"{int(ctx.runtime.rebill_settle_seconds)} s; check iMIS, then `rebill retry {run.id}` "
         "(it reads the log again before sending anything)",
