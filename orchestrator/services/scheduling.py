@@ -108,6 +108,9 @@ def fire(
             return record(FiringOutcome.SKIPPED, reason=f"no billing found: {choice.describe()} does not exist")
         reason = _already_done(ctx, billing)
         if reason is not None:
+            winner = firings.run_for_slot(slot)
+            if winner is not None:  # the run in the way is this slot's own, made by a duplicate firing
+                return record(FiringOutcome.STARTED, run_id=winner, key=billing.key)
             return record(FiringOutcome.SKIPPED, key=billing.key, reason=reason)
         try:
             run = planning.start_run(ctx, billing.key, options, schedule_slot=slot)

@@ -55,6 +55,8 @@ def test_a_schedule_fires_one_run_through_two_beats_and_skips_the_billing_once_r
             timeout=30,
             what="a firing skipped after the run completed",
         )
+        holders = [p for p in (first, second) if "Acquired lock" in p.text()]
+        assert len(holders) == 1, "exactly one beat holds redbeat's lock; the other waits"
     finally:
         first.stop()
         second.stop()
@@ -66,8 +68,6 @@ def test_a_schedule_fires_one_run_through_two_beats_and_skips_the_billing_once_r
     assert f"by run {run.id} (COMPLETED)" in (skipped[0].reason or "")
     assert [r.id for r in stack.container().ledger.find_runs_by_billing(billing.original_key)] == [run.id]
     assert_exactly_once(stack, billing, run)
-    holders = [p for p in (first, second) if "Acquired lock" in p.text()]
-    assert len(holders) == 1, "exactly one beat holds redbeat's lock"
 
 
 def test_two_schedulers_firing_the_same_slot_make_one_run(deployment: Deployment) -> None:

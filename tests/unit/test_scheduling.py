@@ -180,3 +180,26 @@ def test_a_refusing_tenant_fails_the_firing_and_a_later_firing_of_the_slot_may_s
     retried = fire(ctx, firings, options)
     assert retried.outcome is FiringOutcome.STARTED
     assert firings.get_firing(failed.slot) == retried
+
+
+def test_a_duplicate_firing_that_finds_its_own_slots_run_reports_it_started(
+    ctx: Context, firings: SqlFiringLog, options: RunOptions, ledger: SqlLedger
+) -> None:
+    # Given a duplicate firing that created the run but has not recorded itself yet
+    winner = fire(ctx, firings, options)
+    with firings._write.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM schedule_firings")
+    real_run_for_slot = firings.run_for_slot
+    calls = iter([None])  # the first look (before the other firing made its run) finds nothing
+
+    def racing(slot: str) -> str | None:
+        return next(calls, real_run_for_slot(slot))
+
+    firings.run_for_slot = racing  # type: ignore[method-assign]
+
+    # When this firing then finds the billing taken
+    again = fire(ctx, firings, options)
+
+    # Then the run in its way is its own slot's: it records STARTED, not SKIPPED
+    assert again.outcome is FiringOutcome.STARTED
+    assert again.run_id == winner.run_id
