@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from orchestrator.adapters.metrics import LedgerCollector, TenantCollector, serve
+from orchestrator.adapters.metrics import LedgerCollector, ScheduleCollector, TenantCollector, serve
 from orchestrator.bootstrap import Container, redis_url
 from orchestrator.domain.errors import ConfigurationError
 from workers.beat import beat_config
@@ -72,6 +72,8 @@ def metrics_registry(container: Container) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(LedgerCollector(container.engines.read, recent_hours=settings.metrics_recent_hours))
     registry.register(TenantCollector(settings.imis_max_concurrency, tenant_inflight(container)))
+    if settings.schedule_file is not None:
+        registry.register(ScheduleCollector(lambda: schedule_of(container)))
     return registry
 
 

@@ -29,11 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.adapters.ledger.firings import ScheduleFiringRow
 from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow
+from orchestrator.adapters.schedules import Schedule
 from orchestrator.domain.billing import ApiCall
+from orchestrator.domain.errors import ConfigurationError
 from orchestrator.domain.run import ACTIVE_RUN_STATES, ItemState, RunState
 from orchestrator.services.context import CallRecorder
 
-__all__ = ["ApiMetrics", "LedgerCollector", "MeteredRecorder", "TenantCollector", "serve"]
+__all__ = ["ApiMetrics", "LedgerCollector", "MeteredRecorder", "ScheduleCollector", "TenantCollector", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,7 @@ class LedgerCollector(Collector):
                     ScheduleFiringRow.outcome,
                     func.count(),
                     func.max(ScheduleFiringRow.fired_at),
+                    func.max(ScheduleFiringRow.slot_at),
                 ).group_by(ScheduleFiringRow.schedule, ScheduleFiringRow.outcome)
             ).all()
         return [
@@ -193,6 +196,47 @@ class LedgerCollector(Collector):
             *_per_run(runs, items, calls, item_moves, now),
             *_firings(firings),
         ]
+
+
+class ScheduleCollector(Collector):
+    """The schedule file as beat sees it: which slot is due now and which comes next, per schedule.
+    With `rebill_schedule_last_slot_timestamp_seconds` this tells a missed firing (beat down)."""
+
+    def __init__(self, load: Callable[[], Schedule], *, clock: Callable[[], datetime] | None = None) -> None:
+        self._load = load
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def collect(self) -> Iterable[Metric]:
+        valid = GaugeMetricFamily("rebill_schedule_file_valid", "1 when REBILL_SCHEDULE_FILE loads without error")
+        try:
+            schedule = self._load()
+        except ConfigurationError as error:
+            log.warning("metrics: %s", error)
+            valid.add_metric([], 0)
+            yield valid
+            return
+        valid.add_metric([], 1)
+        yield valid
+        now = self._clock()
+        enabled = GaugeMetricFamily(
+            "rebill_schedule_enabled", "1 per enabled schedule, 0 disabled", labels=["schedule"]
+        )
+        due = GaugeMetricFamily(
+            "rebill_schedule_due_slot_timestamp_seconds", "The latest slot at or before now", labels=["schedule"]
+        )
+        upcoming = GaugeMetricFamily(
+            "rebill_schedule_next_firing_timestamp_seconds", "The next slot", labels=["schedule"]
+        )
+        for entry in schedule.entries.values():
+            enabled.add_metric([entry.name], 1 if entry.enabled else 0)
+            if not entry.enabled:
+                continue
+            slot, following = entry.timing.slot_at(now), entry.timing.next_after(now)
+            if slot is not None:
+                due.add_metric([entry.name], slot.timestamp())
+            if following is not None:
+                upcoming.add_metric([entry.name], following.timestamp())
+        yield from (enabled, due, upcoming)
 
 
 def _runs_by_state(by_state: dict[str, int]) -> Metric:
@@ -253,15 +297,21 @@ def _firings(rows: Sequence[Any]) -> list[Metric]:
     last = GaugeMetricFamily(
         "rebill_schedule_last_firing_timestamp_seconds", "When each schedule last fired", labels=["schedule"]
     )
-    latest: dict[str, datetime] = {}
-    for schedule, outcome, count, fired_at in rows:
+    last_slot = GaugeMetricFamily(
+        "rebill_schedule_last_slot_timestamp_seconds", "The latest slot each schedule fired for", labels=["schedule"]
+    )
+    latest: dict[str, tuple[datetime, datetime]] = {}
+    for schedule, outcome, count, fired_at, slot_at in rows:
         counts.add_metric([schedule, outcome], count)
-        moment = _utc(fired_at)
-        if moment is not None and (schedule not in latest or moment > latest[schedule]):
-            latest[schedule] = moment
-    for schedule, moment in latest.items():
-        last.add_metric([schedule], moment.timestamp())
-    return [counts, last]
+        fired, slot = _utc(fired_at), _utc(slot_at)
+        if fired is None or slot is None:
+            continue
+        before = latest.get(schedule)
+        latest[schedule] = (max(fired, before[0]), max(slot, before[1])) if before else (fired, slot)
+    for schedule, (fired, slot) in latest.items():
+        last.add_metric([schedule], fired.timestamp())
+        last_slot.add_metric([schedule], slot.timestamp())
+    return [counts, last, last_slot]
 
 
 def _utc(value: Any) -> datetime | None:

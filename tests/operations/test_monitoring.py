@@ -153,6 +153,7 @@ def test_rebill_metrics_reports_the_runs_counts_from_the_ledger(observed: Observ
     assert reversals == billing.open_count
     assert value(found, "rebill_tenant_max_concurrency") == 4
     assert ("rebill_tenant_inflight_calls", frozenset()) in found
+    assert value(found, "rebill_schedule_file_valid") == 1
     for secret in observed.secrets():
         assert secret not in body.decode()
 
