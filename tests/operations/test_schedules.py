@@ -17,7 +17,15 @@ def firings_of(deployment: Deployment, schedule: str) -> list[ScheduleFiring]:
     container = deployment.stack.container()
     try:
         engines = container.engines
-        return SqlFiringLog(engines.read).recent_firings(schedule=schedule, limit=1000)
+        return SqlFiringLog(engines.read).recent_firings(schedule=schedule, limit=1000)  # closed below
+    finally:
+        container.close()
+
+
+def runs_of(deployment: Deployment, billing_key: str) -> list[str]:
+    container = deployment.stack.container()
+    try:
+        return [run.id for run in container.ledger.find_runs_by_billing(billing_key)]
     finally:
         container.close()
 
@@ -66,7 +74,7 @@ def test_a_schedule_fires_one_run_through_two_beats_and_skips_the_billing_once_r
     assert len({f.slot for f in firings}) == len(firings)
     assert {f.outcome for f in firings} <= {FiringOutcome.STARTED, FiringOutcome.SKIPPED}
     assert f"by run {run.id} (COMPLETED)" in (skipped[0].reason or "")
-    assert [r.id for r in stack.container().ledger.find_runs_by_billing(billing.original_key)] == [run.id]
+    assert runs_of(deployment, billing.original_key) == [run.id]
     assert_exactly_once(stack, billing, run)
 
 
@@ -91,6 +99,6 @@ def test_two_schedulers_firing_the_same_slot_make_one_run(deployment: Deployment
     assert firing.slot == f"{name}@2026-12-01T06:00:00Z"
     run = stack.wait_for(firing.run_id or "", timeout=120)
     assert run.state is RunState.COMPLETED
-    assert [r.id for r in stack.container().ledger.find_runs_by_billing(billing.original_key)] == [run.id]
+    assert runs_of(deployment, billing.original_key) == [run.id]
     assert len(firings_of(deployment, name)) == 1
     assert_exactly_once(stack, billing, run)
