@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Engine,
     and_,
+    bindparam,
     exists,
     func,
     insert,
@@ -24,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
 
 from orchestrator.adapters.ledger.models import ApiCallRow, ChunkRow, ItemRow, RunRow, StatusEventRow
 from orchestrator.domain.billing import (
@@ -54,7 +57,7 @@ _OPEN_ITEM_STATES = (ItemState.PENDING.value, ItemState.IN_FLIGHT.value, ItemSta
 _ERROR_LIMIT = 2000
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: datetime | BindParameter[datetime]) -> Any:
     return or_(
         ItemRow.state == ItemState.PENDING.value,
         and_(ItemRow.state == ItemState.RETRY_WAIT.value, ItemRow.next_attempt_at <= now),
@@ -137,6 +140,9 @@ class SqlLedger:
         self._read = engine
         self._write = write_engine or engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._claim_statement = self._build_claim()
+        self._renew_statement = self._build_renew()
+        self._finish_statement = self._build_finish()
 
     # --- runs -------------------------------------------------------------------------------
 
@@ -516,72 +522,94 @@ class SqlLedger:
         with self._write.begin() as conn:
             conn.execute(update(ChunkRow).where(ChunkRow.id == chunk_id).values(deliveries=0))
 
-    def claim_item(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime) -> Item | None:
+    # The per-item statements are built once per ledger with bind parameters: building and
+    # cache-keying them on every call cost more CPU than the database spent running them.
+
+    def _build_claim(self) -> Any:
+        """One round trip: pick the chunk's first claimable item (skipping rows locked by other
+        claimers on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises claimers) and lease it."""
+        now: BindParameter[datetime] = bindparam("p_now", type_=ItemRow.updated_at.type)
         run_claimable = exists().where(RunRow.id == ItemRow.run_id, RunRow.state.in_(_CLAIMABLE_RUN_STATES))
+        candidate = self._lock(
+            select(ItemRow.id)
+            .where(ItemRow.chunk_id == bindparam("p_chunk_id"), _claimable(now), run_claimable)
+            .order_by(ItemRow.id)
+            .limit(1),
+            skip_locked=True,
+        ).scalar_subquery()
+        return (
+            update(ItemRow)
+            .where(ItemRow.id == candidate, _claimable(now))
+            .values(
+                state=ItemState.IN_FLIGHT.value,
+                lease_owner=bindparam("p_owner"),
+                lease_until=bindparam("p_lease_until", type_=ItemRow.lease_until.type),
+                attempts=ItemRow.attempts + 1,
+                claims_total=ItemRow.claims_total + 1,
+                updated_at=now,
+            )
+            .returning(*ItemRow.__table__.columns)
+        )
+
+    @staticmethod
+    def _build_renew() -> Any:
+        return (
+            update(ItemRow)
+            .where(
+                ItemRow.id == bindparam("p_item_id"),
+                ItemRow.state == ItemState.IN_FLIGHT.value,
+                ItemRow.lease_owner == bindparam("p_owner"),
+            )
+            .values(lease_until=bindparam("p_lease_until", type_=ItemRow.lease_until.type))
+        )
+
+    @staticmethod
+    def _build_finish() -> Any:
+        return (
+            update(ItemRow)
+            .where(
+                ItemRow.id == bindparam("p_item_id"),
+                ItemRow.state == ItemState.IN_FLIGHT.value,
+                ItemRow.lease_owner == bindparam("p_owner"),
+            )
+            .values(
+                state=bindparam("p_state"),
+                reason=bindparam("p_reason"),
+                last_error=bindparam("p_last_error"),
+                next_attempt_at=bindparam("p_next_attempt_at", type_=ItemRow.next_attempt_at.type),
+                settled_by_read=ItemRow.settled_by_read | bindparam("p_settled_by_read", type_=Boolean()),
+                lease_owner=None,
+                lease_until=None,
+                updated_at=bindparam("p_now", type_=ItemRow.updated_at.type),
+            )
+        )
+
+    def claim_item(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime) -> Item | None:
+        params = {"p_chunk_id": chunk_id, "p_now": now, "p_owner": owner, "p_lease_until": lease_until}
         with self._write.begin() as conn:
-            candidate = conn.execute(
-                self._lock(
-                    select(ItemRow.id)
-                    .where(ItemRow.chunk_id == chunk_id, _claimable(now), run_claimable)
-                    .order_by(ItemRow.id)
-                    .limit(1),
-                    skip_locked=True,
-                )
-            ).scalar()
-            if candidate is None:
-                return None
-            row = conn.execute(
-                update(ItemRow)
-                .where(ItemRow.id == candidate, _claimable(now))
-                .values(
-                    state=ItemState.IN_FLIGHT.value,
-                    lease_owner=owner,
-                    lease_until=lease_until,
-                    attempts=ItemRow.attempts + 1,
-                    claims_total=ItemRow.claims_total + 1,
-                    updated_at=now,
-                )
-                .returning(*ItemRow.__table__.columns)
-            ).one_or_none()
+            row = conn.execute(self._claim_statement, params).one_or_none()
         return _item_from_row(row) if row else None
 
     def renew_lease(self, item_id: int, *, owner: str, lease_until: datetime) -> bool:
+        params = {"p_item_id": item_id, "p_owner": owner, "p_lease_until": lease_until}
         with self._write.begin() as conn:
-            return (
-                conn.execute(
-                    update(ItemRow)
-                    .where(
-                        ItemRow.id == item_id,
-                        ItemRow.state == ItemState.IN_FLIGHT.value,
-                        ItemRow.lease_owner == owner,
-                    )
-                    .values(lease_until=lease_until)
-                ).rowcount
-                == 1
-            )
+            return conn.execute(self._renew_statement, params).rowcount == 1
 
     def finish_item(
         self, item: Item, *, owner: str, outcome: ItemOutcome, calls: Sequence[ApiCall], now: datetime
     ) -> bool:
+        params = {
+            "p_item_id": item.id,
+            "p_owner": owner,
+            "p_state": outcome.state.value,
+            "p_reason": outcome.reason,
+            "p_last_error": outcome.error[:_ERROR_LIMIT] if outcome.error else None,
+            "p_next_attempt_at": outcome.next_attempt_at,
+            "p_settled_by_read": outcome.settled_by_read,
+            "p_now": now,
+        }
         with self._write.begin() as conn:
-            finished = conn.execute(
-                update(ItemRow)
-                .where(
-                    ItemRow.id == item.id,
-                    ItemRow.state == ItemState.IN_FLIGHT.value,
-                    ItemRow.lease_owner == owner,
-                )
-                .values(
-                    state=outcome.state.value,
-                    reason=outcome.reason,
-                    last_error=outcome.error[:_ERROR_LIMIT] if outcome.error else None,
-                    next_attempt_at=outcome.next_attempt_at,
-                    settled_by_read=ItemRow.settled_by_read | outcome.settled_by_read,
-                    lease_owner=None,
-                    lease_until=None,
-                    updated_at=now,
-                )
-            ).rowcount
+            finished = conn.execute(self._finish_statement, params).rowcount
             self._insert_calls(conn, item.run_id, calls, item.id)
         return bool(finished)
 
