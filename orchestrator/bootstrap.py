@@ -64,9 +64,12 @@ def http_client(settings: Settings, *, limiter: TenantLimiter | None = None) -> 
     """
     transport: httpx.BaseTransport = httpx.HTTPTransport(
         retries=2,
-        # Given a transport, httpx.Client ignores its own `limits`: they belong here.
+        # Given a transport, httpx.Client ignores its own `limits`: they belong here. The tenant limit
+        # keeps at most imis_max_concurrency exchanges in flight, so more idle connections than that
+        # would only be scanned by httpcore on every request.
         limits=httpx.Limits(
-            max_connections=settings.worker_concurrency * 2, max_keepalive_connections=settings.worker_concurrency
+            max_connections=settings.worker_concurrency * 2,
+            max_keepalive_connections=min(settings.worker_concurrency, settings.imis_max_concurrency),
         ),
     )
     if limiter is not None:

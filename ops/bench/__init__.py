@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m ops.bench` (make bench) and the simulator's own throughput."""

@@ -1,0 +1,334 @@
+"""The three ways to reverse a billing's open invoices that the benchmark compares.
+
+- `bare_loop`: asyncio + httpx, `cap` coroutines each taking the next invoice and making its two
+  calls (CanCashInvoiceBeReversed, ProcessCashReversal): exactly `cap` calls in flight, no ledger,
+  no broker, no limiter. The practical limit at that cap.
+- `sequential`: one call at a time with a sync httpx client, as administrators script it today.
+- `orchestrator`: a real `rebill` run: worker process(es) on Redis with a ledger, planning from the
+  billing, claiming every item with a lease before its reversal, the tenant limit in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# httpcore asks sniffio which event loop runs, on every async request; without sniffio installed
+# that is a failing import that rescans sys.path each time. A None entry fails it at once and
+# httpcore assumes asyncio, which is what runs here (see simulator_throughput.py).
+try:
+    import sniffio  # noqa: F401
+except ImportError:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+from ops.bench import harness
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+EXECUTE = "/api/Invoice/_execute"
+
+
+def _execute(operation: str, parameter: Any, type_name: str) -> bytes:
+    body = {
+        "$type": "Asi.Soa.Core.DataContracts.GenericExecuteRequest, Asi.Contracts",
+        "OperationName": operation,
+        "EntityTypeName": "Invoice",
+        "Parameters": {
+            "$type": "System.Collections.ObjectModel.Collection`1[[System.Object, mscorlib]], mscorlib",
+            "$values": [parameter],
+        },
+        "ParameterTypeName": {
+            "$type": "System.Collections.ObjectModel.Collection`1[[System.String, mscorlib]], mscorlib",
+            "$values": [type_name],
+        },
+        "UseJson": False,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def can_reverse_body(invoice_id: str) -> bytes:
+    return _execute("CanCashInvoiceBeReversed", invoice_id, "System.String")
+
+
+def reversal_body(invoice_id: str) -> bytes:
+    data_type = "Asi.Soa.Commerce.DataContracts.InvoiceActionCashReversalData, Asi.Contracts"
+    return _execute(
+        "ProcessCashReversal",
+        {
+            "$type": data_type,
+            "InvoiceId": invoice_id,
+            "AdjustmentDate": "2026-04-23T00:00:00",
+            "AdjustmentReason": "benchmark",
+            "DoNotCancelMembership": True,
+        },
+        data_type,
+    )
+
+
+@dataclass
+class Measured:
+    name: str
+    invoices: int
+    seconds: float
+    cpu_seconds: float
+    peak_in_flight: int
+    reversals: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_second(self) -> float:
+        return self.invoices / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def cpu_ms_per_invoice(self) -> float:
+        return self.cpu_seconds / self.invoices * 1000 if self.invoices else float("nan")
+
+
+# --- the bare loop ---------------------------------------------------------------------------------
+
+
+def bare_loop(sim: harness.Simulator, invoice_ids: list[str], cap: int) -> Measured:
+    access = harness.token(sim.url)
+    sim.reset_counters()
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    with sim.sample_in_flight() as sampler:
+        asyncio.run(_bare(sim.url, access, invoice_ids, cap))
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    counters = sim.counters()
+    return Measured(
+        "bare asyncio + httpx",
+        len(invoice_ids),
+        seconds,
+        cpu,
+        counters["peak_concurrency"],
+        sum(counters["reversals"].values()),
+        {"mean_in_flight": sampler.mean},
+    )
+
+
+async def _bare(url: str, access: str, invoice_ids: list[str], cap: int) -> None:
+    queue = list(reversed(invoice_ids))
+    headers = {"Authorization": f"Bearer {access}", "Accept": "application/json"}
+    limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30, trust_env=False) as client:
+
+        async def worker() -> None:
+            while queue:
+                invoice_id = queue.pop()
+                can = await client.post(
+                    "/api/Invoice/_execute", content=can_reverse_body(invoice_id), headers=JSON_HEADERS
+                )
+                can.raise_for_status()
+                if not can.json().get("Result"):
+                    continue
+                done = await client.post(
+                    "/api/Invoice/_execute", content=reversal_body(invoice_id), headers=JSON_HEADERS
+                )
+                done.raise_for_status()
+
+        await asyncio.gather(*(worker() for _ in range(cap)))
+
+
+# --- the sequential script -------------------------------------------------------------------------
+
+
+def sequential(sim: harness.Simulator, invoice_ids: list[str], *, max_seconds: float) -> Measured:
+    """One call at a time; stops after `max_seconds` (its rate is steady, so a sample measures it)."""
+    access = harness.token(sim.url)
+    sim.reset_counters()
+    headers = {"Authorization": f"Bearer {access}", "Accept": "application/json", **JSON_HEADERS}
+    done = 0
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    with httpx.Client(base_url=sim.url, headers=headers, timeout=30, trust_env=False) as client:
+        for invoice_id in invoice_ids:
+            can = client.post("/api/Invoice/_execute", content=can_reverse_body(invoice_id))
+            can.raise_for_status()
+            if can.json().get("Result"):
+                client.post("/api/Invoice/_execute", content=reversal_body(invoice_id)).raise_for_status()
+            done += 1
+            if time.perf_counter() - started > max_seconds:
+                break
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    counters = sim.counters()
+    return Measured(
+        "sequential script",
+        done,
+        seconds,
+        cpu,
+        counters["peak_concurrency"],
+        sum(counters["reversals"].values()),
+        {"sampled": done < len(invoice_ids)},
+    )
+
+
+# --- the orchestrator ------------------------------------------------------------------------------
+
+
+def orchestrator_env(
+    sim: harness.Simulator, backends: harness.Backends, ledger_url: str, *, cap: int, threads: int
+) -> dict[str, str]:
+    env = {
+        "REBILL_IMIS_BASE_URL": sim.url,
+        "REBILL_IMIS_USERNAME": harness.USERNAME,
+        "REBILL_IMIS_PASSWORD": harness.PASSWORD,
+        "REBILL_IMIS_MAX_CONCURRENCY": str(cap),
+        "REBILL_WORKER_CONCURRENCY": str(threads),
+        "REBILL_DATA_DIR": str(backends.workdir / "data"),
+        "REBILL_DATABASE_URL": ledger_url,
+        "REBILL_QUEUE": f"rebill-bench-{time.time_ns()}",
+        "REBILL_POLL_INTERVAL_SECONDS": "0.2",
+    }
+    if backends.redis_url:
+        env["REBILL_BROKER_URL"] = backends.redis_url
+    return env
+
+
+@dataclass
+class RunTimes:
+    created_at: datetime
+    first_reversal_at: datetime | None
+    last_settled_at: datetime | None
+
+
+def run_times(ledger: Any, run_id: str) -> RunTimes:
+    """When the run was created, its first reversal was sent, and its last item settled (from the ledger)."""
+    from sqlalchemy import func, select
+
+    from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow
+
+    with ledger._read.connect() as conn:
+        created = conn.execute(select(RunRow.created_at).where(RunRow.id == run_id)).scalar_one()
+        first = conn.execute(
+            select(func.min(ApiCallRow.started_at)).where(
+                ApiCallRow.run_id == run_id, ApiCallRow.operation.like("Invoice.Process%Reversal")
+            )
+        ).scalar()
+        last = conn.execute(select(func.max(ItemRow.updated_at)).where(ItemRow.run_id == run_id)).scalar()
+    return RunTimes(created, _utc(first), _utc(last))
+
+
+def _utc(value: Any) -> datetime | None:
+    from datetime import UTC
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def orchestrator(
+    sim: harness.Simulator,
+    backends: harness.Backends,
+    billing_key: str,
+    open_invoices: int,
+    *,
+    cap: int,
+    threads: int,
+    workers: int,
+    workdir: Path,
+    profile: Path | None = None,
+) -> Measured:
+    from orchestrator.bootstrap import Container
+    from orchestrator.config import Settings
+    from orchestrator.domain.run import OPEN_ITEM_STATES, ItemState
+    from orchestrator.services import planning
+
+    with backends.ledger_url() as ledger_url:
+        env = orchestrator_env(sim, backends, ledger_url, cap=cap, threads=threads)
+        settings = Settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+        container = Container(settings)
+        container.ledger  # noqa: B018 - migrate before the workers start, so they do not race for it
+        started_workers = [
+            harness.start_worker(env, threads=threads, log=workdir / f"worker-{i}.log") for i in range(workers)
+        ]
+        try:
+            for worker in started_workers:
+                worker.wait_ready()
+            container.provider.get_billing_log(billing_key)  # this process's token, outside the timing
+            profilers = (
+                [harness.profile(w.pid, profile / f"worker-{i}.txt") for i, w in enumerate(started_workers)]
+                if profile
+                else []
+            )
+            sim.reset_counters()
+            sampler = sim.sample_in_flight().__enter__()
+            cpu_before = sum(harness.cpu_seconds(w.pid) for w in started_workers)
+            started = time.perf_counter()
+            run = planning.start_run(container.context, billing_key, settings.run_options())
+            ledger = container.ledger
+            deadline = time.monotonic() + 3600
+            while True:
+                current = ledger.get_run(run.id)
+                assert current is not None
+                if current.planned:
+                    counts = ledger.item_counts(run.id)
+                    if not any(counts.get(state, 0) for state in OPEN_ITEM_STATES):
+                        break
+                if current.state.is_final or time.monotonic() > deadline:
+                    raise RuntimeError(f"run {run.id} stopped as {current.state.value}: {current.reason}")
+                time.sleep(0.05)
+            wall = time.perf_counter() - started
+            cpu = sum(harness.cpu_seconds(w.pid) for w in started_workers) - cpu_before
+            sampler.__exit__()
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=60)
+            peak_mib = max(harness.peak_rss_mib(w.pid) for w in started_workers)
+            counters = sim.counters()
+            times = run_times(ledger, run.id)
+            reversed_items = counts.get(ItemState.REVERSED, 0)
+            failed = counts.get(ItemState.FAILED, 0)
+            settled = (
+                (times.last_settled_at - times.created_at).total_seconds()
+                if times.last_settled_at is not None
+                else wall
+            )
+            steady = (
+                (times.last_settled_at - times.first_reversal_at).total_seconds()
+                if times.last_settled_at is not None and times.first_reversal_at is not None
+                else None
+            )
+            first = (
+                (times.first_reversal_at - times.created_at).total_seconds()
+                if times.first_reversal_at is not None
+                else None
+            )
+            if failed or reversed_items != open_invoices or counters["refused_second_reversals"]:
+                raise RuntimeError(
+                    f"the run did not reverse every open invoice exactly once: {counts}, "
+                    f"refused second reversals {counters['refused_second_reversals']}"
+                )
+            return Measured(
+                "orchestrator",
+                reversed_items,
+                settled,
+                cpu,
+                counters["peak_concurrency"],
+                sum(counters["reversals"].values()),
+                {
+                    "mean_in_flight": sampler.mean,
+                    "first_reversal_seconds": first,
+                    "steady_per_second": reversed_items / steady if steady else None,
+                    "worker_peak_rss_mib": peak_mib,
+                    "threads": threads,
+                    "workers": workers,
+                    "requests": sum(counters["requests"].values()),
+                },
+            )
+        finally:
+            for worker in started_workers:
+                worker.stop()
+            container.close()
