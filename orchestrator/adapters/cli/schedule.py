@@ -125,6 +125,8 @@ def history(name: str | None, limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_firing_json(f) for f in found], indent=2))
         return
+    if not found:
+        click.echo("no firing recorded" + (f" for {name}" if name else ""))
     for firing in found:
         what = firing.run_id or ""
         if firing.reason:
