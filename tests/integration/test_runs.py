@@ -48,7 +48,7 @@ def test_a_2000_invoice_run_completes_with_each_eligible_invoice_reversed_exactl
 
 def test_the_rebill_request_carries_the_original_billing(stack: Stack) -> None:
     billing = stack.seed(30)
-    code, run_id, output = run_waiting(stack, "--billing-log", billing.original_key)
+    code, _run_id, output = run_waiting(stack, "--billing-log", billing.original_key)
 
     assert code == 0, output
     task = next(t for t in stack.state.tasks.values() if t.original_key == billing.original_key)
@@ -73,7 +73,7 @@ def test_an_unposted_batch_is_posted_when_configured(stack: Stack) -> None:
 
 def test_an_unposted_batch_left_alone_needs_attention_naming_the_batch(stack: Stack) -> None:
     billing = stack.seed(30)
-    code, run_id, output = run_waiting(
+    code, run_id, _output = run_waiting(
         stack, "--billing-log", billing.original_key, "--no-auto-post-batch", "--leave-unposted-batch"
     )
 
@@ -100,7 +100,7 @@ def test_a_failed_or_deleted_rebill_fails_the_run(stack: Stack, outcome: str, fi
 def test_a_single_contact_is_reversed_and_rebilled_alone(stack: Stack) -> None:
     billing = stack.seed(60)
     party = billing.rebill_party_ids[0]
-    code, run_id, output = run_waiting(stack, "--billing-log", billing.original_key, "--party-id", party)
+    code, _run_id, output = run_waiting(stack, "--billing-log", billing.original_key, "--party-id", party)
 
     assert code == 0, output
     party_invoices = {

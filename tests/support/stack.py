@@ -116,7 +116,7 @@ class Stack:
 
     def issued_tokens(self) -> list[str]:
         with self.state.lock:
-            return list(self.state._tokens)  # noqa: SLF001 - the test's view of the fake tenant
+            return list(self.state._tokens)
 
     def wait_for(self, run_id: str, *, timeout: float = 120.0) -> Run:
         """Until the run rests in a final state (read from the ledger, as `--wait` does)."""
