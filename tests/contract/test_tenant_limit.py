@@ -21,7 +21,13 @@ from pydantic import SecretStr
 
 from orchestrator.adapters.broker import embedded
 from orchestrator.adapters.providers.imis import ImisClient
-from orchestrator.adapters.providers.tenant_limit import LimitedTransport, SlotTimeout, TenantLimiter, tenant_key
+from orchestrator.adapters.providers.tenant_limit import (
+    LimitedTransport,
+    LimiterUnavailable,
+    SlotTimeout,
+    TenantLimiter,
+    tenant_key,
+)
 from orchestrator.bootstrap import Container
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ProviderTimeout
@@ -203,6 +209,16 @@ class TestConcurrencyCap:
         other.release(permit)
         assert not caught.value.may_have_applied
         assert state.counters()["requests"] == {}
+
+    def test_an_unreachable_redis_is_waited_for_then_nothing_is_sent(self, tmp_path: Path) -> None:
+        limiter = TenantLimiter.from_url(
+            f"unix://{tmp_path / 'no-redis.sock'}", tenant_key("http://x.test"), max_concurrency=1, lease_seconds=5
+        )
+        started = time.monotonic()
+        with pytest.raises(LimiterUnavailable):
+            limiter.acquire(timeout=0.6)
+        assert 0.5 <= time.monotonic() - started < 3
+        limiter.close()
 
 
 class TestRate:

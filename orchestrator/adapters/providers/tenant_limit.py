@@ -16,6 +16,10 @@ are spaced at least `1 / rate` seconds apart across all workers, so over any T s
 gets a slot is told how long to wait before sending (its place in the rate's queue) and keeps the
 slot meanwhile. Callers are thereby spread over distinct send times instead of waking together.
 
+If Redis loses its data (restarted empty), the slots of the calls in flight at that moment are
+forgotten, so for the length of those calls up to twice the cap can be in flight; while Redis is
+unreachable, callers wait for it up to their pool timeout and then fail with nothing sent.
+
 `LimitedTransport` wraps the real httpx transport, so every exchange of the process's one
 `httpx.Client` (`/token` included) holds a slot from before the request is written until its
 response is closed.
@@ -216,7 +220,11 @@ class TenantLimiter:
         return f"{type(self).__name__}(key={self._holders!r}, max_concurrency={self.max_concurrency}, rate={self.rate})"
 
     def acquire(self, timeout: float | None = None) -> Permit:
-        """Take a slot, waiting up to `timeout` seconds (None: without end); SlotTimeout if none came free."""
+        """Take a slot, waiting up to `timeout` seconds (None: without end).
+
+        SlotTimeout if none came free in time; LimiterUnavailable if Redis stayed unreachable all
+        that time (a short outage is waited out, so it costs no attempt of the item being worked).
+        """
         token = self._prefix + uuid.uuid4().hex
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -228,7 +236,8 @@ class TenantLimiter:
                     args=[self.max_concurrency, self._lease_ms, token, self._interval_ms, round(wait * 1000) + 1000],
                 )
             except redis.RedisError as error:
-                raise LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}") from error
+                self._outage(error, remaining)
+                continue
             if acquired:
                 self._hold(token)
                 return Permit(token, time.monotonic() + millis / 1000)
@@ -243,7 +252,14 @@ class TenantLimiter:
             try:
                 self._redis.blpop([self._wake], block)
             except redis.RedisError as error:
-                raise LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}") from error
+                self._outage(error, remaining)
+
+    @staticmethod
+    def _outage(error: redis.RedisError, remaining: float) -> None:
+        """Redis failed: try again shortly while time is left, else give up with nothing sent."""
+        if remaining <= 0:
+            raise LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}") from error
+        time.sleep(min(0.5, remaining))
 
     def release(self, permit: Permit) -> None:
         """Give the slot back and wake one waiter; a failure here only costs the slot until its lease ends."""
