@@ -5,8 +5,8 @@ one billing per contender; each contender reverses that billing's open invoices 
 Then the coordinator alone plans billings of two sizes (peak memory), and a large run is started to
 time its first reversal.
 
-    python -m ops.bench                 # the full matrix (about 15 minutes on 2 cores)
-    python -m ops.bench --quick         # 2,000 invoices only, smaller planning sizes (about 3 minutes)
+    python -m ops.bench                 # the full matrix (about 20 minutes on 2 cores)
+    python -m ops.bench --quick         # 2,000 invoices only, smaller planning sizes (about 2 minutes)
     python -m ops.bench --redis-url redis://127.0.0.1:6379/0 \\
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 
