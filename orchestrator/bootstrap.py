@@ -15,7 +15,6 @@ from orchestrator.adapters.ledger.database import LedgerEngines, create_engines,
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.adapters.providers.imis import ImisClient, ImisProvider
 from orchestrator.adapters.providers.tenant_limit import (
-    SLOT_LEASE_SECONDS,
     LimitedTransport,
     TenantLimiter,
     tenant_key,
@@ -52,6 +51,8 @@ def runtime(settings: Settings) -> Runtime:
         max_deliveries=settings.max_deliveries,
         rebill_settle_seconds=settings.rebill_settle_seconds,
         max_countdown_seconds=settings.visibility_timeout_seconds / 2,
+        # A write may wait for a tenant slot (up to the pool timeout, the read timeout) then connect and read.
+        write_budget_seconds=2 * (settings.imis_timeout_seconds + settings.imis_connect_timeout_seconds),
     )
 
 
@@ -81,14 +82,14 @@ def http_client(settings: Settings, *, limiter: TenantLimiter | None = None) -> 
 
 
 def tenant_limiter(settings: Settings) -> TenantLimiter:
-    """The tenant's shared limit, in the broker's Redis (a killed holder's slot returns after SLOT_LEASE_SECONDS)."""
+    """The tenant's shared limit, in the broker's Redis (a killed holder's slot returns after its lease)."""
     base_url, _, _ = settings.require_imis()
     return TenantLimiter.from_url(
         redis_url(settings),
         tenant_key(base_url),
         max_concurrency=settings.imis_max_concurrency,
         rate=settings.imis_rate_limit,
-        lease_seconds=SLOT_LEASE_SECONDS,
+        lease_seconds=settings.imis_slot_lease_seconds,
     )
 
 

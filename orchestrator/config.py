@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     imis_max_concurrency: PositiveInt = 4
     imis_rate_limit: PositiveFloat | None = Field(None, description="requests per second, all workers")
     imis_page_size: PositiveInt = 500
+    imis_slot_lease_seconds: PositiveFloat = Field(
+        20.0, description="how long a killed worker's tenant slot stays taken (live ones are renewed)"
+    )
 
     # Workers and the broker.
     queue: str = "rebill"

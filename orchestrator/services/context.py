@@ -53,6 +53,7 @@ class Runtime:
     max_deliveries: int = 5
     rebill_settle_seconds: float = 120.0
     max_countdown_seconds: float = 1800.0  # keep every countdown well under the broker's visibility timeout
+    write_budget_seconds: float = 70.0  # the longest one write call may take, slot wait included
 
     @property
     def lease(self) -> timedelta:

@@ -230,7 +230,7 @@ class Ledger(Protocol):
 
     # Chunks and items
     def take_chunks_to_dispatch(self, run_id: str, *, window: int, now: datetime) -> list[int]:
-        """Mark up to `window` minus the queued ones as QUEUED and return them, oldest first."""
+        """Mark up to `window` minus the due queued ones as QUEUED and return them, oldest first."""
         ...
 
     def stale_chunks(self, run_id: str, *, now: datetime, quiet_since: datetime) -> list[int]:

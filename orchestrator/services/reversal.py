@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from orchestrator.domain.billing import Invoice, Reversal, SkipReason
 from orchestrator.domain.errors import PermanentProviderError, TransientProviderError
@@ -48,11 +48,12 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> None:
     owner = f"{chunk_id}:{uuid.uuid4().hex}"
     while True:
         now = ctx.clock()
-        item = ctx.ledger.claim_item(chunk_id, owner=owner, now=now, lease_until=now + ctx.runtime.lease)
+        lease_until = now + ctx.runtime.lease
+        item = ctx.ledger.claim_item(chunk_id, owner=owner, now=now, lease_until=lease_until)
         if item is None:
             break
         with logcontext.bound(item_id=item.id, invoice_id=item.invoice.invoice_id), ctx.recorder.collect() as calls:
-            outcome = reverse_item(ctx, run, item, owner=owner)
+            outcome = reverse_item(ctx, run, item, owner=owner, lease_until=lease_until)
         ctx.ledger.finish_item(item, owner=owner, outcome=outcome, calls=calls, now=ctx.clock())
     ctx.ledger.finish_delivery(chunk_id)
 
@@ -68,7 +69,7 @@ def _after_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
     advance(ctx, run_id)
 
 
-def reverse_item(ctx: Context, run: Run, item: Item, *, owner: str) -> ItemOutcome:
+def reverse_item(ctx: Context, run: Run, item: Item, *, owner: str, lease_until: datetime) -> ItemOutcome:
     """Decide and do what one claimed item needs; never raises for provider errors."""
     options = run.options
     invoice = item.invoice
@@ -85,9 +86,7 @@ def reverse_item(ctx: Context, run: Run, item: Item, *, owner: str) -> ItemOutco
                 return settled
         if not ctx.provider.can_reverse(invoice):
             return _why_not_reversible(ctx.provider.get_invoice(invoice.invoice_id), item)
-        # Fence: the claim must still be ours, and must outlive the write, when the write leaves.
-        now = ctx.clock()
-        if not ctx.ledger.renew_lease(item.id, owner=owner, lease_until=now + ctx.runtime.lease):
+        if not _claim_outlives_the_write(ctx, item, owner=owner, lease_until=lease_until):
             return ItemOutcome(ItemState.IN_FLIGHT, reason="claim lost before the reversal was sent")
         ctx.provider.reverse(
             Reversal(
@@ -116,6 +115,19 @@ def reverse_item(ctx: Context, run: Run, item: Item, *, owner: str) -> ItemOutco
         return ItemOutcome(ItemState.RETRY_WAIT, error=repr(error), next_attempt_at=ctx.clock() + _seconds(delay))
     except PermanentProviderError as error:
         return ItemOutcome(ItemState.FAILED, reason=error.message, error=repr(error))
+
+
+def _claim_outlives_the_write(ctx: Context, item: Item, *, owner: str, lease_until: datetime) -> bool:
+    """The fence before the one call that must never be sent twice.
+
+    Nobody may claim the item before our lease ends, so while the lease outlives the longest write
+    call the claim is ours without asking; otherwise it is renewed in the ledger, which fails if
+    another worker took the item over after our lease ran out.
+    """
+    now = ctx.clock()
+    if lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
+        return True
+    return ctx.ledger.renew_lease(item.id, owner=owner, lease_until=now + ctx.runtime.lease)
 
 
 def _settle_by_reading(current: Invoice) -> ItemOutcome | None:

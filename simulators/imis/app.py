@@ -239,7 +239,7 @@ class ImisApp:
         if kind is FaultKind.SERVER_ERROR:
             return json_reply(500, {"Message": "An error has occurred."})
         if kind is FaultKind.MAINTENANCE_HTML:
-            return Reply(503, MAINTENANCE_PAGE, HTML, (("Retry-After", "30"),))
+            return Reply(503, MAINTENANCE_PAGE, HTML, (("Retry-After", str(settings.retry_after_seconds)),))
         if kind is FaultKind.HTML_200:
             return Reply(200, SIGN_IN_PAGE, HTML)
         if kind is FaultKind.HANG:

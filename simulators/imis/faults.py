@@ -10,7 +10,7 @@ Per request, `FaultInjector.decide(operation)` draws at most two numbers: one fo
 |------------------|-------------------------------------------------|--------------------|
 | `429`            | 429 + `Retry-After: retry_after_seconds`        | no                 |
 | `500`            | 500 JSON error                                  | no                 |
-| `503_html`       | 503 `text/html` maintenance page                | no                 |
+| `503_html`       | 503 `text/html` page + `Retry-After` likewise    | no                 |
 | `hang`           | sleeps `hang_seconds`, then 504 HTML            | no                 |
 | `reply_lost`     | 502 HTML, or sleep `hang_seconds` then 504      | **yes**            |
 | `html_200`       | 200 `text/html` (a proxy/login page)            | no                 |

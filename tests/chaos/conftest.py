@@ -21,7 +21,8 @@ from tests.support.stack import Stack, running_stack
 CHAOS_ENV = {
     "REBILL_IMIS_TIMEOUT_SECONDS": "2",
     "REBILL_IMIS_CONNECT_TIMEOUT_SECONDS": "1",
-    "REBILL_LEASE_SECONDS": "8",
+    "REBILL_LEASE_SECONDS": "7",
+    "REBILL_IMIS_SLOT_LEASE_SECONDS": "4",  # a killed worker's tenant slots come back quickly
     "REBILL_LOST_MESSAGE_SECONDS": "3",
     "REBILL_RECONCILE_INTERVAL_SECONDS": "1",
     "REBILL_MAX_ATTEMPTS": "10",

@@ -154,9 +154,10 @@ def running_stack(backend: str, directory: Path, *, worker: bool = True, **env: 
             "REBILL_RETRY_BACKOFF_SECONDS": "0.2",
             "REBILL_RETRY_BACKOFF_MAX_SECONDS": "2",
             "REBILL_IMIS_TIMEOUT_SECONDS": "5",
+            "REBILL_IMIS_MAX_CONCURRENCY": "8",
         }
         if backend == "services":
-            base_env["REBILL_BROKER_URL"] = os.environ[REDIS_ENV]
+            base_env["REBILL_BROKER_URL"] = env.get("REBILL_BROKER_URL") or os.environ[REDIS_ENV]
             base_env["REBILL_DATABASE_URL"] = cleanup.enter_context(database_url("postgresql", directory))
         else:
             cleanup.callback(embedded.stop, directory / "data")

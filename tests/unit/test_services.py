@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -243,7 +244,7 @@ class TestClaims:
 
         run = ledger.get_run(run_id)
         assert run is not None
-        outcome = reversal.reverse_item(ctx, run, slow, owner="slow")
+        outcome = reversal.reverse_item(ctx, run, slow, owner="slow", lease_until=clock.now - timedelta(seconds=1))
 
         assert outcome.state is ItemState.IN_FLIGHT
         assert provider.reversals == {}

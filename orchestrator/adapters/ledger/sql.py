@@ -447,7 +447,12 @@ class SqlLedger:
             queued = conn.execute(
                 select(func.count())
                 .select_from(ChunkRow)
-                .where(ChunkRow.run_id == run_id, ChunkRow.state == ChunkState.QUEUED.value)
+                .where(
+                    ChunkRow.run_id == run_id,
+                    ChunkRow.state == ChunkState.QUEUED.value,
+                    # A chunk parked until a retry time is not work in the broker: it holds no place.
+                    or_(ChunkRow.dispatched_at.is_(None), ChunkRow.dispatched_at <= now),
+                )
             ).scalar_one()
             free = window - queued
             if free <= 0:
