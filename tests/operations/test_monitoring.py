@@ -151,7 +151,9 @@ def test_rebill_metrics_reports_the_runs_counts_from_the_ledger(observed: Observ
         found, "rebill_run_api_calls", run_id=run_id, operation="Invoice.ProcessCashReversal", outcome="ok"
     )
     assert reversals == billing.open_count
-    assert value(found, "rebill_tenant_max_concurrency") == 4
+    assert value(found, "rebill_tenant_max_concurrency") == int(
+        observed.deployment.stack.env["REBILL_IMIS_MAX_CONCURRENCY"]
+    )
     assert ("rebill_tenant_inflight_calls", frozenset()) in found
     assert value(found, "rebill_schedule_file_valid") == 1
     for secret in observed.secrets():
@@ -175,7 +177,9 @@ def test_the_worker_serves_its_api_call_metrics(observed: Observed) -> None:
         found, "rebill_api_call_duration_seconds_count", provider="imis", operation="TaskDefinition.execute"
     )
     assert rebills >= 1
-    assert value(found, "rebill_tenant_max_concurrency") == 4
+    assert value(found, "rebill_tenant_max_concurrency") == int(
+        observed.deployment.stack.env["REBILL_IMIS_MAX_CONCURRENCY"]
+    )
 
 
 def test_worker_logs_are_json_lines_with_the_ids_bound_and_no_secret(observed: Observed) -> None:
