@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,46 +31,25 @@ except ImportError:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 from ops.bench import harness
+from orchestrator.adapters.providers.imis import envelopes
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 EXECUTE = "/api/Invoice/_execute"
+BENCH_DAY = date(2026, 4, 23)
 
 
-def _execute(operation: str, parameter: Any, type_name: str) -> bytes:
-    body = {
-        "$type": "Asi.Soa.Core.DataContracts.GenericExecuteRequest, Asi.Contracts",
-        "OperationName": operation,
-        "EntityTypeName": "Invoice",
-        "Parameters": {
-            "$type": "System.Collections.ObjectModel.Collection`1[[System.Object, mscorlib]], mscorlib",
-            "$values": [parameter],
-        },
-        "ParameterTypeName": {
-            "$type": "System.Collections.ObjectModel.Collection`1[[System.String, mscorlib]], mscorlib",
-            "$values": [type_name],
-        },
-        "UseJson": False,
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
+def _body(envelope: dict[str, Any]) -> bytes:
+    return json.dumps(envelope, separators=(",", ":")).encode()
 
 
 def can_reverse_body(invoice_id: str) -> bytes:
-    return _execute("CanCashInvoiceBeReversed", invoice_id, "System.String")
+    """The same request the orchestrator's client sends (the product's own envelope builder)."""
+    return _body(envelopes.can_cash_invoice_be_reversed(invoice_id))
 
 
 def reversal_body(invoice_id: str) -> bytes:
-    data_type = "Asi.Soa.Commerce.DataContracts.InvoiceActionCashReversalData, Asi.Contracts"
-    return _execute(
-        "ProcessCashReversal",
-        {
-            "$type": data_type,
-            "InvoiceId": invoice_id,
-            "AdjustmentDate": "2026-04-23T00:00:00",
-            "AdjustmentReason": "benchmark",
-            "DoNotCancelMembership": True,
-        },
-        data_type,
-    )
+    data = envelopes.cash_reversal_data(invoice_id=invoice_id, adjustment_date=BENCH_DAY, reason="benchmark")
+    return _body(envelopes.process_cash_reversal(data))
 
 
 @dataclass

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from tests.support.databases import scratch_postgres_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 USERNAME = "bench"
@@ -215,21 +215,8 @@ class Backends:
         if not self.database_url:
             yield f"sqlite:///{self.workdir / f'ledger-{uuid.uuid4().hex[:8]}.db'}"
             return
-        url = make_url(self.database_url)
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")
-        base = url.render_as_string(hide_password=False)
-        schema = f"rebill_bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(base)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        separator = "&" if "?" in base else "?"
-        try:
-            yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-        finally:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        with scratch_postgres_schema(self.database_url, prefix="rebill_bench") as url:
+            yield url
 
 
 def _safe(url: str) -> str:

@@ -10,7 +10,7 @@ An httpx client costs about three times more CPU per request than the simulator 
 Python process cannot generate 1,000 requests/s on this kind of machine. The connections are spread
 over `--processes` client processes (default 2), which start on a shared clock.
 
-    .venv/bin/python ops/bench/simulator_throughput.py --duration 5 --concurrency 16 --processes 2
+    .venv/bin/python -m ops.bench.simulator_throughput --duration 5 --concurrency 16 --processes 2
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import platform
 import random
 import ssl
 import subprocess
@@ -35,6 +34,9 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from ops.bench import harness
+from ops.bench.contenders import can_reverse_body, reversal_body
+
 # httpcore asks sniffio which event loop runs, on every request. When sniffio is not installed
 # that is a failing `import sniffio` that rescans sys.path each time (about a millisecond per
 # request, enough to make the client the bottleneck). A None entry makes the import fail at once,
@@ -46,38 +48,6 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _execute(operation: str, parameter: Any, type_name: str) -> dict[str, Any]:
-    return {
-        "$type": "Asi.Soa.Core.DataContracts.GenericExecuteRequest, Asi.Contracts",
-        "OperationName": operation,
-        "EntityTypeName": "Invoice",
-        "Parameters": {
-            "$type": "System.Collections.ObjectModel.Collection`1[[System.Object, mscorlib]], mscorlib",
-            "$values": [parameter],
-        },
-        "ParameterTypeName": {
-            "$type": "System.Collections.ObjectModel.Collection`1[[System.String, mscorlib]], mscorlib",
-            "$values": [type_name],
-        },
-        "UseJson": False,
-    }
-
-
-def _reversal(invoice_id: str) -> dict[str, Any]:
-    data_type = "Asi.Soa.Commerce.DataContracts.InvoiceActionCashReversalData, Asi.Contracts"
-    return _execute(
-        "ProcessCashReversal",
-        {
-            "$type": data_type,
-            "InvoiceId": invoice_id,
-            "AdjustmentDate": "2026-04-23T00:00:00",
-            "AdjustmentReason": "benchmark",
-            "DoNotCancelMembership": True,
-        },
-        data_type,
-    )
 
 
 def start_simulator(invoices: int) -> tuple[subprocess.Popen[str], str, str]:
@@ -138,7 +108,7 @@ async def _hammer(
         "/api/InvoiceSummary?" + urlencode({"BillingLogKey": key, "limit": 100, "offset": offset})
         for offset in range(0, len(ids), 100)
     ]
-    can_bodies = [json.dumps(_execute("CanCashInvoiceBeReversed", i, "System.String")).encode() for i in ids]
+    can_bodies = [can_reverse_body(i) for i in ids]
     # One single-connection client per connection: httpcore's pool scans every connection (and asks
     # anyio for each socket's attributes) on every request, which costs more than the request itself
     # once a pool holds many connections. The server still sees `connections` keep-alive connections.
@@ -176,7 +146,7 @@ async def _hammer(
                 operation = "Invoice.ProcessCashReversal"
                 target = to_reverse.pop() if to_reverse else rng.choice(ids)
                 response = await client.post(
-                    "/api/Invoice/_execute", content=json.dumps(_reversal(target)).encode(), headers=JSON_HEADERS
+                    "/api/Invoice/_execute", content=reversal_body(target), headers=JSON_HEADERS
                 )
             latencies.append(time.perf_counter() - started)
             statuses[str(response.status_code)] += 1
@@ -202,18 +172,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
 
 
 def main() -> None:
@@ -253,7 +211,7 @@ def main() -> None:
     total = len(latencies)
     server_cpu = cpu_after - cpu_before
     report = {
-        "machine": machine(),
+        "machine": harness.machine(),
         "connections": args.concurrency,
         "client_processes": args.processes,
         "seconds": args.duration,

@@ -22,20 +22,18 @@ def backends() -> list[str]:
     return ["sqlite", "postgresql"] if os.environ.get(POSTGRES_ENV) else ["sqlite"]
 
 
-def _postgres_base() -> str:
-    url = make_url(os.environ[POSTGRES_ENV])
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    return url.render_as_string(hide_password=False)
+def _psycopg(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
 
 
 @contextmanager
-def database_url(backend: str, directory: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{directory / f'ledger-{uuid.uuid4().hex[:8]}.db'}"
-        return
-    base = _postgres_base()
-    schema = f"rebill_test_{uuid.uuid4().hex[:12]}"
+def scratch_postgres_schema(url: str, prefix: str = "rebill_test") -> Iterator[str]:
+    """A URL whose connections work in a new, empty schema of `url`'s database; dropped afterwards."""
+    base = _psycopg(url)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(base)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -46,3 +44,12 @@ def database_url(backend: str, directory: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextmanager
+def database_url(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / f'ledger-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    with scratch_postgres_schema(os.environ[POSTGRES_ENV]) as url:
+        yield url
