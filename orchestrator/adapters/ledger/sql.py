@@ -38,6 +38,7 @@ from orchestrator.domain.billing import (
 )
 from orchestrator.domain.errors import RunRefused
 from orchestrator.domain.run import (
+    ACTIVE_RUN_STATES,
     ChunkState,
     Item,
     ItemOutcome,
@@ -211,7 +212,7 @@ class SqlLedger:
         return [_run_from_row(row) for row in rows]  # type: ignore[arg-type]
 
     def active_runs(self) -> list[Run]:
-        active = [s.value for s in (RunState.PLANNING, RunState.REVERSING, RunState.REBILLING, RunState.POLLING)]
+        active = [state.value for state in ACTIVE_RUN_STATES]
         with self._read.connect() as conn:
             rows = conn.execute(select(RunRow).where(RunRow.state.in_(active))).all()
         return [_run_from_row(row) for row in rows]  # type: ignore[arg-type]
@@ -670,6 +671,13 @@ class SqlLedger:
                     )
                 ).rowcount
             )
+
+    def has_open_items(self, run_id: str) -> bool:
+        with self._read.connect() as conn:
+            found = conn.execute(
+                select(ItemRow.id).where(ItemRow.run_id == run_id, ItemRow.state.in_(_OPEN_ITEM_STATES)).limit(1)
+            ).first()
+        return found is not None
 
     def item_counts(self, run_id: str) -> dict[ItemState, int]:
         with self._read.connect() as conn:
