@@ -53,6 +53,7 @@ def runtime(settings: Settings) -> Runtime:
         max_countdown_seconds=settings.visibility_timeout_seconds / 2,
         # A write may wait for a tenant slot (up to the pool timeout, the read timeout) then connect and read.
         write_budget_seconds=2 * (settings.imis_timeout_seconds + settings.imis_connect_timeout_seconds),
+        claim_batch_size=settings.claim_batch_size,
     )
 
 

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     lost_message_seconds: PositiveFloat = 120.0
     reconcile_interval_seconds: PositiveFloat = 15.0
     dispatch_window: PositiveInt = 16
+    claim_batch_size: PositiveInt = Field(
+        10, description="items a worker claims at once; their outcomes are written together after the batch"
+    )
     max_deliveries: PositiveInt = 5
     rebill_settle_seconds: PositiveFloat = 120.0
 

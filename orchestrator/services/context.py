@@ -54,6 +54,7 @@ class Runtime:
     rebill_settle_seconds: float = 120.0
     max_countdown_seconds: float = 1800.0  # keep every countdown well under the broker's visibility timeout
     write_budget_seconds: float = 70.0  # the longest one write call may take, slot wait included
+    claim_batch_size: int = 10  # items claimed, and their outcomes written, per ledger round trip
 
     @property
     def lease(self) -> timedelta:

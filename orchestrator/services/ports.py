@@ -159,6 +159,15 @@ class ChunkProgress:
     done: bool
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedItem:
+    """One worked item, its outcome and the API calls it took, waiting to be written with its batch."""
+
+    item: Item
+    outcome: ItemOutcome
+    calls: Sequence[ApiCall]
+
+
 class Ledger(Protocol):
     """The source of truth. Every method is one transaction; conditional ones say so by returning bool."""
 
@@ -245,17 +254,17 @@ class Ledger(Protocol):
         """The delivery ran to its end: a worker crash is no longer suspected."""
         ...
 
-    def claim_item(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime) -> Item | None:
-        """Take the next claimable item of the chunk while its run is REVERSING."""
+    def claim_items(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[Item]:
+        """Take up to `limit` claimable items of the chunk (in id order) while its run is REVERSING."""
         ...
 
     def renew_lease(self, item_id: int, *, owner: str, lease_until: datetime) -> bool:
         """Extend a claim still held by `owner`; False when it expired and someone else may hold it."""
         ...
 
-    def finish_item(
-        self, item: Item, *, owner: str, outcome: ItemOutcome, calls: Sequence[ApiCall], now: datetime
-    ) -> bool: ...
+    def finish_items(self, finished: Sequence[FinishedItem], *, owner: str, now: datetime) -> None:
+        """Write the outcomes and calls of items still claimed by `owner`, in one transaction."""
+        ...
 
     def chunk_progress(self, chunk_id: int, *, now: datetime) -> ChunkProgress:
         """How much of the chunk is open; marks it DONE when nothing is."""

@@ -16,6 +16,7 @@ from orchestrator.domain.errors import PermanentProviderError, TransientProvider
 from orchestrator.domain.run import Item, ItemOutcome, ItemState, Run, RunState, retry_delay
 from orchestrator.services import logcontext
 from orchestrator.services.context import Context
+from orchestrator.services.ports import FinishedItem
 from orchestrator.services.progress import advance, dispatch_ready_chunks
 
 log = logging.getLogger(__name__)
@@ -45,16 +46,31 @@ def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
 
 
 def _work_through(ctx: Context, run: Run, chunk_id: int) -> None:
+    """Claim the chunk's items a batch at a time and write each batch's outcomes in one transaction.
+
+    Outcomes are written after the batch, so a worker killed mid-batch leaves items it may have
+    reversed as IN_FLIGHT: their next claim settles them by reading the invoice, as for any crash.
+    """
     owner = f"{chunk_id}:{uuid.uuid4().hex}"
     while True:
         now = ctx.clock()
         lease_until = now + ctx.runtime.lease
-        item = ctx.ledger.claim_item(chunk_id, owner=owner, now=now, lease_until=lease_until)
-        if item is None:
+        items = ctx.ledger.claim_items(
+            chunk_id, owner=owner, now=now, lease_until=lease_until, limit=ctx.runtime.claim_batch_size
+        )
+        if not items:
             break
-        with logcontext.bound(item_id=item.id, invoice_id=item.invoice.invoice_id), ctx.recorder.collect() as calls:
-            outcome = reverse_item(ctx, run, item, owner=owner, lease_until=lease_until)
-        ctx.ledger.finish_item(item, owner=owner, outcome=outcome, calls=calls, now=ctx.clock())
+        finished: list[FinishedItem] = []
+        try:
+            for item in items:
+                with (
+                    logcontext.bound(item_id=item.id, invoice_id=item.invoice.invoice_id),
+                    ctx.recorder.collect() as calls,
+                ):
+                    outcome = reverse_item(ctx, run, item, owner=owner, lease_until=lease_until)
+                finished.append(FinishedItem(item, outcome, calls))
+        finally:
+            ctx.ledger.finish_items(finished, owner=owner, now=ctx.clock())
     ctx.ledger.finish_delivery(chunk_id)
 
 

@@ -167,7 +167,7 @@ class TestUnknownOutcomes:
         chunk_id = dispatcher.sent[-1][1][1]
         dispatcher.sent.clear()  # the broker lost every message
         # A worker claimed an item and died before finishing it.
-        ledger.claim_item(chunk_id, owner="dead", now=clock(), lease_until=clock.now)
+        ledger.claim_items(chunk_id, owner="dead", now=clock(), lease_until=clock.now, limit=1)
         clock.advance(ctx.runtime.lost_message_seconds + 1)
 
         found = reconciler.reconcile(ctx)
@@ -235,11 +235,11 @@ class TestClaims:
         run_id = start(ctx, options, provider)
         planning.plan_run(ctx, run_id)
         chunk_id = dispatcher.sent[-1][1][1]
-        slow = ledger.claim_item(chunk_id, owner="slow", now=clock(), lease_until=clock.now)
-        assert slow is not None
+        [slow] = ledger.claim_items(chunk_id, owner="slow", now=clock(), lease_until=clock.now, limit=1)
         clock.advance(1)  # the slow worker's lease ran out while it waited ...
-        taken = ledger.claim_item(chunk_id, owner="fast", now=clock(), lease_until=clock.now + ctx.runtime.lease)
-        assert taken is not None
+        [taken] = ledger.claim_items(
+            chunk_id, owner="fast", now=clock(), lease_until=clock.now + ctx.runtime.lease, limit=1
+        )
         assert taken.id == slow.id  # ... and another worker took the item over
 
         run = ledger.get_run(run_id)
@@ -249,6 +249,63 @@ class TestClaims:
         assert outcome.state is ItemState.IN_FLIGHT
         assert provider.reversals == {}
         assert provider.calls["Invoice.ProcessCashReversal"] == 0
+
+    def test_claims_take_a_batch_in_id_order_and_never_the_same_item_twice(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        ledger: SqlLedger,
+    ) -> None:
+        run_id = start(ctx, options, provider)
+        planning.plan_run(ctx, run_id)
+        chunk_id = dispatcher.sent[-1][1][1]
+        lease_until = clock.now + ctx.runtime.lease
+
+        first = ledger.claim_items(chunk_id, owner="a", now=clock(), lease_until=lease_until, limit=3)
+        second = ledger.claim_items(chunk_id, owner="b", now=clock(), lease_until=lease_until, limit=3)
+
+        chunk = sorted(i.id for i in ledger.iter_items(run_id) if i.chunk_id == chunk_id)
+        assert [i.id for i in first] == chunk[:3]
+        assert [i.id for i in second] == chunk[3:]
+        assert all(i.state is ItemState.IN_FLIGHT and i.claims_total == 1 for i in first + second)
+
+    def test_a_worker_killed_mid_batch_leaves_its_claims_to_be_settled_by_reading(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        ledger: SqlLedger,
+    ) -> None:
+        run_id = start(ctx, options, provider)
+        planning.plan_run(ctx, run_id)
+        chunk_id = dispatcher.sent[-1][1][1]
+        batch = sorted((i for i in ledger.iter_items(run_id) if i.chunk_id == chunk_id), key=lambda i: i.id)
+        killed_at = batch[2].invoice.invoice_id
+        provider.applied_then_lost("Invoice.ProcessCashReversal", killed_at, WorkerKilled())  # type: ignore[arg-type]
+
+        with pytest.raises(WorkerKilled):
+            reversal.process_chunk(ctx, run_id, chunk_id)
+
+        states = {i.id: i.state for i in ledger.iter_items(run_id) if i.chunk_id == chunk_id}
+        assert [states[i.id] for i in batch[:2]] == [ItemState.REVERSED] * 2  # worked before the kill: written
+        assert all(states[i.id] is ItemState.IN_FLIGHT for i in batch[2:])  # the rest stay claimed
+
+        clock.advance(ctx.runtime.lease_seconds + 1)
+        reversal.process_chunk(ctx, run_id, chunk_id)
+
+        after = {i.invoice.invoice_id: i for i in ledger.iter_items(run_id) if i.chunk_id == chunk_id}
+        assert all(item.state is ItemState.REVERSED for item in after.values())
+        assert after[killed_at].settled_by_read
+        assert all(provider.reversals[invoice_id] == 1 for invoice_id in after)
+
+
+class WorkerKilled(BaseException):
+    """Stands for the process dying in the middle of a batch: nothing after it runs."""
 
 
 class TestFailuresAndRetry:

@@ -51,7 +51,7 @@ from orchestrator.domain.run import (
     RunState,
     StatusEvent,
 )
-from orchestrator.services.ports import ChunkProgress, NewRun
+from orchestrator.services.ports import ChunkProgress, FinishedItem, NewRun
 
 _CLAIMABLE_RUN_STATES = (RunState.PLANNING.value, RunState.REVERSING.value)
 _OPEN_ITEM_STATES = (ItemState.PENDING.value, ItemState.IN_FLIGHT.value, ItemState.RETRY_WAIT.value)
@@ -134,6 +134,19 @@ def _run_values(fields: dict[str, Any]) -> dict[str, Any]:
             value = list(value)
         values[name] = value
     return values
+
+
+def _call_values(run_id: str, call: ApiCall, item_id: int | None) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "item_id": item_id,
+        "operation": call.operation,
+        "outcome": call.outcome.value,
+        "status_code": call.status_code,
+        "latency_ms": round(call.latency_ms, 3),
+        "error": call.error[:_ERROR_LIMIT] if call.error else None,
+        "started_at": call.started_at,
+    }
 
 
 class SqlLedger:
@@ -532,20 +545,20 @@ class SqlLedger:
     # cache-keying them on every call cost more CPU than the database spent running them.
 
     def _build_claim(self) -> Any:
-        """One round trip: pick the chunk's first claimable item (skipping rows locked by other
-        claimers on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises claimers) and lease it."""
+        """One round trip: pick the chunk's first `p_limit` claimable items (skipping rows locked by
+        other claimers on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises claimers) and lease them."""
         now: BindParameter[datetime] = bindparam("p_now", type_=ItemRow.updated_at.type)
         run_claimable = exists().where(RunRow.id == ItemRow.run_id, RunRow.state.in_(_CLAIMABLE_RUN_STATES))
-        candidate = self._lock(
+        candidates = self._lock(
             select(ItemRow.id)
             .where(ItemRow.chunk_id == bindparam("p_chunk_id"), _claimable(now), run_claimable)
             .order_by(ItemRow.id)
-            .limit(1),
+            .limit(bindparam("p_limit")),
             skip_locked=True,
-        ).scalar_subquery()
+        )
         return (
             update(ItemRow)
-            .where(ItemRow.id == candidate, _claimable(now))
+            .where(ItemRow.id.in_(candidates), _claimable(now))
             .values(
                 state=ItemState.IN_FLIGHT.value,
                 lease_owner=bindparam("p_owner"),
@@ -590,34 +603,44 @@ class SqlLedger:
             )
         )
 
-    def claim_item(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime) -> Item | None:
-        params = {"p_chunk_id": chunk_id, "p_now": now, "p_owner": owner, "p_lease_until": lease_until}
+    def claim_items(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[Item]:
+        params = {
+            "p_chunk_id": chunk_id,
+            "p_now": now,
+            "p_owner": owner,
+            "p_lease_until": lease_until,
+            "p_limit": limit,
+        }
         with self._write.begin() as conn:
-            row = conn.execute(self._claim_statement, params).one_or_none()
-        return _item_from_row(row) if row else None
+            rows = conn.execute(self._claim_statement, params).all()
+        return sorted((_item_from_row(row) for row in rows), key=lambda item: item.id)
 
     def renew_lease(self, item_id: int, *, owner: str, lease_until: datetime) -> bool:
         params = {"p_item_id": item_id, "p_owner": owner, "p_lease_until": lease_until}
         with self._write.begin() as conn:
             return conn.execute(self._renew_statement, params).rowcount == 1
 
-    def finish_item(
-        self, item: Item, *, owner: str, outcome: ItemOutcome, calls: Sequence[ApiCall], now: datetime
-    ) -> bool:
-        params = {
-            "p_item_id": item.id,
-            "p_owner": owner,
-            "p_state": outcome.state.value,
-            "p_reason": outcome.reason,
-            "p_last_error": outcome.error[:_ERROR_LIMIT] if outcome.error else None,
-            "p_next_attempt_at": outcome.next_attempt_at,
-            "p_settled_by_read": outcome.settled_by_read,
-            "p_now": now,
-        }
+    def finish_items(self, finished: Sequence[FinishedItem], *, owner: str, now: datetime) -> None:
+        if not finished:
+            return
+        outcomes = [
+            {
+                "p_item_id": done.item.id,
+                "p_owner": owner,
+                "p_state": done.outcome.state.value,
+                "p_reason": done.outcome.reason,
+                "p_last_error": done.outcome.error[:_ERROR_LIMIT] if done.outcome.error else None,
+                "p_next_attempt_at": done.outcome.next_attempt_at,
+                "p_settled_by_read": done.outcome.settled_by_read,
+                "p_now": now,
+            }
+            for done in finished
+        ]
+        calls = [_call_values(done.item.run_id, call, done.item.id) for done in finished for call in done.calls]
         with self._write.begin() as conn:
-            finished = conn.execute(self._finish_statement, params).rowcount
-            self._insert_calls(conn, item.run_id, calls, item.id)
-        return bool(finished)
+            conn.execute(self._finish_statement, outcomes)
+            if calls:
+                conn.execute(insert(ApiCallRow), calls)
 
     def chunk_progress(self, chunk_id: int, *, now: datetime) -> ChunkProgress:
         with self._write.begin() as conn:
@@ -747,28 +770,7 @@ class SqlLedger:
     def record_calls(self, run_id: str, calls: Sequence[ApiCall], *, item_id: int | None = None) -> None:
         if calls:
             with self._write.begin() as conn:
-                self._insert_calls(conn, run_id, calls, item_id)
-
-    @staticmethod
-    def _insert_calls(conn: Connection, run_id: str, calls: Sequence[ApiCall], item_id: int | None) -> None:
-        if not calls:
-            return
-        conn.execute(
-            insert(ApiCallRow),
-            [
-                {
-                    "run_id": run_id,
-                    "item_id": item_id,
-                    "operation": call.operation,
-                    "outcome": call.outcome.value,
-                    "status_code": call.status_code,
-                    "latency_ms": round(call.latency_ms, 3),
-                    "error": call.error[:_ERROR_LIMIT] if call.error else None,
-                    "started_at": call.started_at,
-                }
-                for call in calls
-            ],
-        )
+                conn.execute(insert(ApiCallRow), [_call_values(run_id, call, item_id) for call in calls])
 
     def call_counts(self, run_id: str) -> dict[tuple[str, str], int]:
         with self._read.connect() as conn:
