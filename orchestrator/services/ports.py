@@ -266,6 +266,10 @@ class Ledger(Protocol):
         """Write the outcomes and calls of items still claimed by `owner`, in one transaction."""
         ...
 
+    def chunk_to_help(self, run_id: str, *, now: datetime) -> int | None:
+        """A chunk on its first delivery with items still claimable, when none of the run waits to be delivered."""
+        ...
+
     def chunk_progress(self, chunk_id: int, *, now: datetime) -> ChunkProgress:
         """How much of the chunk is open; marks it DONE when nothing is."""
         ...

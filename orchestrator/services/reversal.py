@@ -42,16 +42,34 @@ def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
         )
     else:
         _work_through(ctx, run, chunk_id)
+        ctx.ledger.finish_delivery(chunk_id)
     _after_chunk(ctx, run_id, chunk_id)
+    _help_with_the_tail(ctx, run)
 
 
-def _work_through(ctx: Context, run: Run, chunk_id: int) -> None:
+def _help_with_the_tail(ctx: Context, run: Run) -> None:
+    """Once nothing of the run waits in the broker, claim items of chunks other workers are in.
+
+    Each chunk is worked one item after another, so without this a run's last chunks would keep one
+    thread each while the other threads and the tenant's slots sat idle. Claims are per item, so a
+    helper never works an item another worker holds; the chunk's own task still settles the chunk.
+    """
+    while (chunk_id := ctx.ledger.chunk_to_help(run.id, now=ctx.clock())) is not None:
+        if not _work_through(ctx, run, chunk_id):
+            return
+        ctx.ledger.chunk_progress(chunk_id, now=ctx.clock())
+        advance(ctx, run.id)
+
+
+def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
     """Claim the chunk's items a batch at a time and write each batch's outcomes in one transaction.
 
     Outcomes are written after the batch, so a worker killed mid-batch leaves items it may have
     reversed as IN_FLIGHT: their next claim settles them by reading the invoice, as for any crash.
+    Returns how many items were worked.
     """
     owner = f"{chunk_id}:{uuid.uuid4().hex}"
+    worked = 0
     while True:
         now = ctx.clock()
         lease_until = now + ctx.runtime.lease
@@ -71,7 +89,8 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> None:
                 finished.append(FinishedItem(item, outcome, calls))
         finally:
             ctx.ledger.finish_items(finished, owner=owner, now=ctx.clock())
-    ctx.ledger.finish_delivery(chunk_id)
+        worked += len(finished)
+    return worked
 
 
 def _after_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:

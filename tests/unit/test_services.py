@@ -303,6 +303,32 @@ class TestClaims:
         assert after[killed_at].settled_by_read
         assert all(provider.reversals[invoice_id] == 1 for invoice_id in after)
 
+    def test_a_worker_done_with_its_chunk_helps_with_one_another_worker_is_in(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        ledger: SqlLedger,
+    ) -> None:
+        run_id = start(ctx, options, provider)
+        planning.plan_run(ctx, run_id)
+        busy = next(args[1] for name, args, _ in dispatcher.sent if name == "reverse_chunk")
+        # Another worker took the busy chunk's message and is on its first item, slowly.
+        dispatcher.sent = [message for message in dispatcher.sent if message[1] != (run_id, busy)]
+        ledger.record_delivery(busy)
+        [slow] = ledger.claim_items(busy, owner="slow", now=clock(), lease_until=clock.now + ctx.runtime.lease, limit=1)
+
+        dispatcher.deliver(ctx, clock=clock)  # every other chunk, whose workers then help
+
+        items = [i for i in ledger.iter_items(run_id) if i.chunk_id == busy]
+        assert {i.id: i.state for i in items if i.state in (ItemState.PENDING, ItemState.IN_FLIGHT)} == {
+            slow.id: ItemState.IN_FLIGHT
+        }
+        assert slow.invoice.invoice_id not in provider.reversals
+        assert all(count == 1 for count in provider.reversals.values())
+
 
 class WorkerKilled(BaseException):
     """Stands for the process dying in the middle of a batch: nothing after it runs."""

@@ -642,6 +642,32 @@ class SqlLedger:
             if calls:
                 conn.execute(insert(ApiCallRow), calls)
 
+    def chunk_to_help(self, run_id: str, *, now: datetime) -> int | None:
+        waiting = exists().where(
+            ChunkRow.run_id == run_id,
+            or_(
+                and_(ChunkRow.state == ChunkState.PLANNED.value, ChunkRow.sealed.is_(True)),
+                and_(
+                    ChunkRow.state == ChunkState.QUEUED.value,
+                    ChunkRow.deliveries == 0,
+                    or_(ChunkRow.dispatched_at.is_(None), ChunkRow.dispatched_at <= now),
+                ),
+            ),
+        )
+        # Only a chunk on its first delivery: one delivered again after a worker died may be what kills workers.
+        being_worked = select(ChunkRow.id).where(
+            ChunkRow.run_id == run_id, ChunkRow.state == ChunkState.QUEUED.value, ChunkRow.deliveries == 1
+        )
+        with self._read.connect() as conn:
+            if conn.execute(select(waiting)).scalar():
+                return None
+            return conn.execute(
+                select(ItemRow.chunk_id)
+                .where(ItemRow.chunk_id.in_(being_worked), _claimable(now))
+                .order_by(ItemRow.id)
+                .limit(1)
+            ).scalar()
+
     def chunk_progress(self, chunk_id: int, *, now: datetime) -> ChunkProgress:
         with self._write.begin() as conn:
             open_items, claimable, retry_at, lease_at = conn.execute(
