@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import signal
 import threading
 import time
@@ -14,16 +15,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis
 from pydantic import SecretStr
 
 from orchestrator.adapters.broker import embedded
 from orchestrator.adapters.providers.imis import ImisClient
 from orchestrator.adapters.providers.tenant_limit import (
+    HANDOFF_SECONDS,
     LimitedTransport,
     LimiterUnavailable,
+    Permit,
     SlotTimeout,
     TenantLimiter,
     tenant_key,
@@ -52,14 +57,50 @@ def key() -> str:
     return tenant_key(f"http://tenant-{uuid.uuid4().hex}.test")
 
 
+class CountingRedis(redis.Redis):
+    """redis-py's client, counting the scripts it runs (slot acquires, releases and lease renewals alike)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scripts = 0
+        self._count_lock = threading.Lock()
+
+    def evalsha(self, *args: Any, **kwargs: Any) -> Any:
+        with self._count_lock:
+            self.scripts += 1
+        return super().evalsha(*args, **kwargs)
+
+
+@pytest.fixture
+def counting_redis(redis_url: str) -> Iterator[CountingRedis]:
+    client = CountingRedis.from_url(redis_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def make_limiter(redis_url: str, key: str) -> Iterator[Callable[..., TenantLimiter]]:
+    """`make_limiter(cap, ...)`: a limiter on the test's key; each one stands for one worker process."""
     made: list[TenantLimiter] = []
 
-    def make(max_concurrency: int, *, lease_seconds: float = 10.0, rate: float | None = None) -> TenantLimiter:
-        limiter = TenantLimiter.from_url(
-            redis_url, key, max_concurrency=max_concurrency, lease_seconds=lease_seconds, rate=rate
-        )
+    def make(
+        max_concurrency: int,
+        *,
+        lease_seconds: float = 10.0,
+        rate: float | None = None,
+        handoff_seconds: float = HANDOFF_SECONDS,
+        client: redis.Redis | None = None,
+    ) -> TenantLimiter:
+        options: dict[str, Any] = {
+            "max_concurrency": max_concurrency,
+            "lease_seconds": lease_seconds,
+            "rate": rate,
+            "handoff_seconds": handoff_seconds,
+        }
+        if client is None:
+            limiter = TenantLimiter.from_url(redis_url, key, **options)
+        else:
+            limiter = TenantLimiter(client, key, **options)
         made.append(limiter)
         return limiter
 
@@ -220,6 +261,21 @@ class TestConcurrencyCap:
         assert 0.5 <= time.monotonic() - started < 3
         limiter.close()
 
+    def test_threads_queued_behind_an_unreachable_redis_fail_as_unavailable(self, tmp_path: Path) -> None:
+        limiter = TenantLimiter.from_url(
+            f"unix://{tmp_path / 'no-redis.sock'}", tenant_key("http://x.test"), max_concurrency=1, lease_seconds=5
+        )
+
+        def acquire(_: int) -> None:
+            with pytest.raises(LimiterUnavailable):
+                limiter.acquire(timeout=0.6)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(3) as pool:  # one waits on Redis for the process, two in memory
+            list(pool.map(acquire, range(3)))
+        assert time.monotonic() - started < 3
+        limiter.close()
+
 
 class TestRate:
     def test_sends_are_spaced_by_the_rate_across_holders(self, make_limiter: Callable[..., TenantLimiter]) -> None:
@@ -244,6 +300,212 @@ class TestRate:
         assert span < (len(sent) - 1) / rate * 2  # paced, not stalled
         for start in sent:  # any one second: at most rate + 1 sends
             assert sum(1 for t in sent if start <= t < start + 1.0) <= rate + 1
+
+
+def _acquire_in_thread(limiter: TenantLimiter, timeout: float) -> tuple[threading.Thread, list[Permit | Exception]]:
+    """`limiter.acquire(timeout)` in a thread of its own; its permit (or error) lands in the list."""
+    outcome: list[Permit | Exception] = []
+
+    def run() -> None:
+        try:
+            outcome.append(limiter.acquire(timeout=timeout))
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def _acquire_in_forked_child(limiter: TenantLimiter) -> None:
+    """Exits 0 once the inherited limiter gave this process a slot of its own (and took it back)."""
+    limiter.release(limiter.acquire(timeout=5))
+
+
+class TestHandOff:
+    """Threads of one process pass slots to each other in memory, still counted in Redis."""
+
+    def test_threads_pass_slots_without_redis_and_never_exceed_the_cap(
+        self, make_limiter: Callable[..., TenantLimiter], counting_redis: CountingRedis
+    ) -> None:
+        cap, threads, calls = 3, 12, 480
+        limiter = make_limiter(cap, client=counting_redis)
+        watcher = make_limiter(cap)
+        lock = threading.Lock()
+        in_use = [0, 0]  # now, peak
+        redis_peak = 0
+        stop = threading.Event()
+
+        def watch() -> None:
+            nonlocal redis_peak
+            while not stop.is_set():
+                redis_peak = max(redis_peak, watcher.holders())
+
+        def call(_: int) -> None:  # like a worker's HTTP call
+            permit = limiter.acquire(timeout=10)
+            with lock:
+                in_use[0] += 1
+                in_use[1] = max(in_use)
+            time.sleep(0.002)
+            with lock:
+                in_use[0] -= 1
+            limiter.release(permit)
+
+        watching = threading.Thread(target=watch)
+        watching.start()
+        with ThreadPoolExecutor(threads) as pool:
+            done = len(list(pool.map(call, range(calls))))  # every acquire got its slot
+        stop.set()
+        watching.join()
+        assert in_use[1] == cap  # reached, never passed
+        assert 1 <= redis_peak <= cap
+        assert limiter.handoffs > done * 0.8
+        assert counting_redis.scripts < done / 10  # a slot, not a call, costs the round trips
+        assert watcher.holders() == 0
+
+    def test_processes_take_turns_once_a_slot_is_old(self, make_limiter: Callable[..., TenantLimiter]) -> None:
+        # Two limiters on one key stand for two worker processes, each with more threads than slots.
+        limiters = [make_limiter(2, handoff_seconds=0.2) for _ in range(2)]
+        calls = [0, 0]
+        lock = threading.Lock()
+        start = threading.Barrier(8)
+        until = time.monotonic() + 1.5
+
+        def work(index: int) -> None:
+            limiter = limiters[index % 2]
+            start.wait()
+            while time.monotonic() < until:
+                permit = limiter.acquire(timeout=5)
+                time.sleep(0.005)
+                with lock:
+                    calls[index % 2] += 1
+                limiter.release(permit)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(work, range(8)))
+        total = sum(calls)
+        assert min(calls) > total / 4, calls  # neither process is starved by the other's hand-offs
+        assert all(limiter.handoffs > 0 for limiter in limiters)
+        assert limiters[0].holders() == 0
+
+    def test_waiters_timing_out_as_slots_are_handed_over_lose_no_slot(
+        self, make_limiter: Callable[..., TenantLimiter]
+    ) -> None:
+        cap = 2
+        limiter = make_limiter(cap)
+        outcomes = {"slots": 0, "timeouts": 0}
+        lock = threading.Lock()
+
+        def work(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(40):
+                try:
+                    permit = limiter.acquire(timeout=rng.uniform(0.0005, 0.01))
+                except SlotTimeout:
+                    with lock:
+                        outcomes["timeouts"] += 1
+                    continue
+                time.sleep(rng.uniform(0, 0.002))
+                limiter.release(permit)
+                with lock:
+                    outcomes["slots"] += 1
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(work, range(16)))
+        assert outcomes["slots"] > 0
+        assert outcomes["timeouts"] > 0
+        assert limiter.handoffs > 0
+        assert limiter.holders() == 0  # no slot was left behind, in Redis or with the process
+        permits = [limiter.acquire(timeout=1) for _ in range(cap)]  # every slot can still be had
+        for permit in permits:
+            limiter.release(permit)
+
+    def test_a_leader_that_times_out_passes_the_wait_on_redis_on(
+        self, make_limiter: Callable[..., TenantLimiter]
+    ) -> None:
+        other, limiter = make_limiter(1), make_limiter(1)
+        held = other.acquire(timeout=1)
+        leader, leader_outcome = _acquire_in_thread(limiter, 0.3)  # waits on Redis for the process
+        time.sleep(0.1)
+        queued, queued_outcome = _acquire_in_thread(limiter, 3.0)  # waits in memory behind it
+        leader.join()
+        assert isinstance(leader_outcome[0], SlotTimeout)
+        time.sleep(0.2)
+        released_at = time.monotonic()
+        other.release(held)
+        queued.join()
+        got = queued_outcome[0]
+        assert isinstance(got, Permit)  # it took over the wait on Redis, and was woken there
+        assert time.monotonic() - released_at < 0.5
+        limiter.release(got)
+
+    def test_a_permit_released_twice_does_not_free_the_slot_it_was_handed_to(
+        self, make_limiter: Callable[..., TenantLimiter]
+    ) -> None:
+        limiter = make_limiter(1)
+        first = limiter.acquire(timeout=1)
+        leader, leader_outcome = _acquire_in_thread(limiter, 5.0)  # waits on Redis
+        time.sleep(0.1)
+        queued, queued_outcome = _acquire_in_thread(limiter, 5.0)  # waits in memory
+        time.sleep(0.1)
+        limiter.release(first)  # handed to the queued thread
+        queued.join()
+        handed = queued_outcome[0]
+        assert isinstance(handed, Permit)
+        assert handed.token == first.token
+        limiter.release(first)  # stale: ignored
+        time.sleep(0.3)
+        assert not leader_outcome  # still waiting: the slot is the queued thread's
+        assert limiter.holders() == 1
+        limiter.release(handed)
+        leader.join()
+        got = leader_outcome[0]
+        assert isinstance(got, Permit)
+        limiter.release(got)
+        assert limiter.holders() == 0
+
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python 3.12+
+    def test_a_forked_child_waits_for_itself_not_behind_the_parents_threads(
+        self, make_limiter: Callable[..., TenantLimiter]
+    ) -> None:
+        limiter = make_limiter(1)
+        first = limiter.acquire(timeout=1)
+        leader, leader_outcome = _acquire_in_thread(limiter, 5.0)  # the parent's thread on Redis
+        time.sleep(0.1)
+        queued, queued_outcome = _acquire_in_thread(limiter, 5.0)  # and one in memory
+        time.sleep(0.1)
+        child = multiprocessing.get_context("fork").Process(target=_acquire_in_forked_child, args=(limiter,))
+        child.start()
+        time.sleep(0.2)
+        limiter.release(first)  # to the queued thread, in the parent
+        queued.join()
+        handed = queued_outcome[0]
+        assert isinstance(handed, Permit)
+        limiter.release(handed)  # to Redis: the parent's leader or the child, then the other
+        leader.join()
+        got = leader_outcome[0]
+        assert isinstance(got, Permit)
+        limiter.release(got)
+        child.join(10)
+        assert child.exitcode == 0
+        assert limiter.holders() == 0
+
+    def test_no_hand_off_under_a_rate(
+        self, make_limiter: Callable[..., TenantLimiter], counting_redis: CountingRedis
+    ) -> None:
+        limiter = make_limiter(2, rate=500, client=counting_redis)
+
+        def work(_: int) -> None:
+            for _ in range(5):
+                permit = limiter.acquire(timeout=5)
+                limiter.wait_to_send(permit)
+                time.sleep(0.002)
+                limiter.release(permit)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(work, range(8)))
+        assert limiter.handoffs == 0
+        assert counting_redis.scripts >= 2 * 40  # every call took its slot and its send time from Redis
 
 
 class TestWiring:

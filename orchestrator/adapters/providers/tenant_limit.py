@@ -10,6 +10,15 @@ one wake-up while waiters are registered, so the next call starts a Redis round 
 one ended, with no polling and no CPU spent waiting. A waiter also wakes when the earliest lease
 runs out (a dead holder), and at least every `max_block_seconds` in case a wake-up was lost.
 
+Threads of one process pass slots to each other without Redis. At most one thread per process
+waits on Redis (the leader: one waiter registration and one BLPOP per process); the others queue
+in memory, oldest first, and a release hands its slot (the same token, still counted in Redis and
+renewed by the process) straight to the first of them, so a saturated worker pays no round trip
+per call. A slot passes on in memory only within `handoff_seconds` (default 1 s) of being taken
+from Redis; after that it is released there, where the leaders of every process compete for it,
+so other processes (and the leader itself) are passed over for at most about that long. With a
+rate, nothing is handed over: every send must pass the GCRA.
+
 The optional rate is a GCRA (generic cell rate algorithm) with a burst of one: successive sends
 are spaced at least `1 / rate` seconds apart across all workers, so over any T seconds at most
 `rate * T + 1` calls start. The slot and the send time are taken in the same script: a caller that
@@ -49,6 +58,8 @@ import socket
 import threading
 import time
 import uuid
+import weakref
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +68,7 @@ import httpx
 import redis
 
 __all__ = [
+    "HANDOFF_SECONDS",
     "SLOT_LEASE_SECONDS",
     "LimitedTransport",
     "LimiterUnavailable",
@@ -70,6 +82,9 @@ log = logging.getLogger(__name__)
 
 #: How long a killed holder's slot stays taken (live holders are renewed every quarter of it).
 SLOT_LEASE_SECONDS = 20.0
+
+#: How long after a slot was taken from Redis it may still pass between threads of the process.
+HANDOFF_SECONDS = 1.0
 
 # KEYS: holders (zset token -> lease end ms), waiters (zset token -> registration end ms), rate (GCRA TAT)
 # ARGV: limit, lease ms, token, rate interval ms (0: no rate), wait registration ms
@@ -144,6 +159,21 @@ class Permit:
     send_at: float  # time.monotonic() before which the rate says not to send
 
 
+@dataclass(slots=True)
+class _Held:
+    since: float  # time.monotonic() when the token was taken from Redis
+    permit: Permit  # its holder now: a release of any other permit of the token is stale
+
+
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    """A thread queued for a slot from a thread of this process, or for the lead (its turn to wait on Redis)."""
+
+    wake: threading.Condition
+    permit: Permit | None = None
+    lead: bool = False
+
+
 def tenant_key(base_url: str) -> str:
     """Redis key prefix of one tenant; the hash tag keeps every key of a limit on one cluster slot."""
     return "rebill:limit:{imis:" + base_url.rstrip("/").lower() + "}"
@@ -153,7 +183,10 @@ class TenantLimiter:
     """At most `max_concurrency` holders at once across every process on the same Redis and key.
 
     `lease_seconds` is how long a dead holder's slot stays taken; live holders are renewed every
-    quarter of it. `rate` is requests per second for all holders, or None.
+    quarter of it. `rate` is requests per second for all holders, or None. `handoff_seconds` is how
+    long after a slot was taken from Redis it may pass straight to another thread of this process
+    (0: never); it bounds how long other processes' waiters can be passed over. Hand-offs so far are
+    counted in `handoffs`.
     """
 
     def __init__(
@@ -165,6 +198,7 @@ class TenantLimiter:
         lease_seconds: float,
         rate: float | None = None,
         max_block_seconds: float = 2.0,
+        handoff_seconds: float = HANDOFF_SECONDS,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -172,6 +206,8 @@ class TenantLimiter:
             raise ValueError("lease_seconds must be positive")
         if rate is not None and rate <= 0:
             raise ValueError("rate must be positive")
+        if handoff_seconds < 0:
+            raise ValueError("handoff_seconds must not be negative")
         self._redis = client
         self._holders = f"{key}:holders"
         self._waiters = f"{key}:waiters"
@@ -182,15 +218,27 @@ class TenantLimiter:
         self._lease_ms = max(1, round(lease_seconds * 1000))
         self._interval_ms = 0 if rate is None else max(1, round(1000 / rate))
         self._max_block = max_block_seconds
+        # Every send must pass the rate's schedule in Redis: with a rate, slots are never handed over.
+        self._handoff_seconds = handoff_seconds if rate is None else 0.0
         self._acquire_script = client.register_script(_ACQUIRE)
         self._release_script = client.register_script(_RELEASE)
         self._renew_script = client.register_script(_RENEW)
         self._prefix = f"{socket.gethostname()}:{os.getpid()}:"
-        self._held: set[str] = set()
-        self._held_lock = threading.Lock()
+        self.handoffs = 0
+        self._unreachable: redis.RedisError | None = None  # Redis's error while it fails, for the queued threads
         self._renewer: threading.Thread | None = None
         self._renewer_pid = 0
         self._closed = threading.Event()
+        self._forget_threads()
+        _LIMITERS.add(self)
+
+    def _forget_threads(self) -> None:
+        """The state shared by this process's threads; new in a forked child (only the forking thread lives on,
+        a lock another thread held stays held, and the parent's slots are the parent's to renew and release)."""
+        self._lock = threading.Lock()  # guards everything below
+        self._held: dict[str, _Held] = {}  # the process's live slots, renewed in the background
+        self._leading = False  # a thread of the process is waiting on Redis
+        self._queue: deque[_Waiter] = deque()  # the other waiting threads, oldest first
 
     @classmethod
     def from_url(
@@ -202,6 +250,7 @@ class TenantLimiter:
         lease_seconds: float,
         rate: float | None = None,
         max_block_seconds: float = 2.0,
+        handoff_seconds: float = HANDOFF_SECONDS,
     ) -> TenantLimiter:
         # Blocking waits last at most max_block_seconds; the socket timeout leaves room above that.
         client = redis.Redis.from_url(
@@ -214,6 +263,7 @@ class TenantLimiter:
             lease_seconds=lease_seconds,
             rate=rate,
             max_block_seconds=max_block_seconds,
+            handoff_seconds=handoff_seconds,
         )
 
     def __repr__(self) -> str:
@@ -225,8 +275,59 @@ class TenantLimiter:
         SlotTimeout if none came free in time; LimiterUnavailable if Redis stayed unreachable all
         that time (a short outage is waited out, so it costs no attempt of the item being worked).
         """
-        token = self._prefix + uuid.uuid4().hex
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._handoff_seconds:
+            return self._acquire_in_redis(timeout, deadline)
+        with self._lock:
+            waiter = _Waiter(threading.Condition(self._lock)) if self._leading else None
+            if waiter is None:
+                self._leading = True
+            else:
+                self._queue.append(waiter)
+        if waiter is not None:
+            permit = self._wait_in_process(waiter, timeout, deadline)
+            if permit is not None:
+                return permit
+        try:  # the lead: wait on Redis for the whole process
+            return self._acquire_in_redis(timeout, deadline)
+        finally:
+            with self._lock:
+                self._pass_lead()
+
+    def _wait_in_process(self, waiter: _Waiter, timeout: float | None, deadline: float | None) -> Permit | None:
+        """Wait in the queue: the permit another thread handed over, or None once it is this thread's turn to lead."""
+        try:
+            with self._lock:
+                while waiter.permit is None and not waiter.lead:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        error = self._unreachable  # the leader's latest answer from Redis
+                        raise self._slot_timeout(timeout) if error is None else _unavailable(error)
+                    waiter.wake.wait(remaining)
+                return waiter.permit
+        except BaseException:
+            # Timed out or interrupted. A slot or the lead may have come in meanwhile: pass it on, never drop it.
+            with self._lock:
+                permit, lead = waiter.permit, waiter.lead
+                if lead:
+                    self._pass_lead()
+                elif permit is None:
+                    self._queue.remove(waiter)
+            if permit is not None:
+                self.release(permit)
+            raise
+
+    def _pass_lead(self) -> None:
+        """The leader is done waiting on Redis: the oldest queued thread waits there next (lock held)."""
+        if self._queue:
+            waiter = self._queue.popleft()
+            waiter.lead = True
+            waiter.wake.notify()
+        else:
+            self._leading = False
+
+    def _acquire_in_redis(self, timeout: float | None, deadline: float | None) -> Permit:
+        token = self._prefix + uuid.uuid4().hex
         while True:
             remaining = self._max_block if deadline is None else deadline - time.monotonic()
             wait = max(0.001, min(remaining, self._max_block))
@@ -238,15 +339,12 @@ class TenantLimiter:
             except redis.RedisError as error:
                 self._outage(error, remaining)
                 continue
+            self._unreachable = None
             if acquired:
-                self._hold(token)
-                return Permit(token, time.monotonic() + millis / 1000)
+                return self._hold(token, time.monotonic() + millis / 1000)
             if remaining <= 0:
                 self._forget_waiter(token)
-                raise SlotTimeout(
-                    f"no slot of {self.max_concurrency} free within {timeout:g} s "
-                    "(REBILL_IMIS_MAX_CONCURRENCY, shared by every worker)"
-                )
+                raise self._slot_timeout(timeout)
             # Block until a release wakes us or the earliest lease runs out, whichever comes first.
             block = max(0.001, min(wait, millis / 1000))
             try:
@@ -254,17 +352,33 @@ class TenantLimiter:
             except redis.RedisError as error:
                 self._outage(error, remaining)
 
-    @staticmethod
-    def _outage(error: redis.RedisError, remaining: float) -> None:
+    def _slot_timeout(self, timeout: float | None) -> SlotTimeout:
+        return SlotTimeout(
+            f"no slot of {self.max_concurrency} free within {timeout or 0:g} s "
+            "(REBILL_IMIS_MAX_CONCURRENCY, shared by every worker)"
+        )
+
+    def _outage(self, error: redis.RedisError, remaining: float) -> None:
         """Redis failed: try again shortly while time is left, else give up with nothing sent."""
+        self._unreachable = error
         if remaining <= 0:
-            raise LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}") from error
+            raise _unavailable(error)
         time.sleep(min(0.5, remaining))
 
     def release(self, permit: Permit) -> None:
-        """Give the slot back and wake one waiter; a failure here only costs the slot until its lease ends."""
-        with self._held_lock:
-            self._held.discard(permit.token)
+        """Give the slot back: to the oldest thread of the process waiting for one while the slot is young,
+        else to Redis, waking one waiter there. A failure in Redis only costs the slot until its lease ends."""
+        with self._lock:
+            held = self._held.get(permit.token)
+            if held is not None and held.permit is not permit:
+                return  # released before: the slot has since gone to another thread, which still holds it
+            if held is not None and self._queue and time.monotonic() - held.since < self._handoff_seconds:
+                waiter = self._queue.popleft()
+                waiter.permit = held.permit = Permit(permit.token, time.monotonic())
+                self.handoffs += 1
+                waiter.wake.notify()
+                return
+            self._held.pop(permit.token, None)
         try:
             self._release_script(keys=[self._holders, self._waiters, self._wake], args=[permit.token])
         except redis.RedisError as error:
@@ -290,19 +404,21 @@ class TenantLimiter:
         self._closed.set()
         self._redis.close()
 
-    def _hold(self, token: str) -> None:
-        with self._held_lock:
-            self._held.add(token)
+    def _hold(self, token: str, send_at: float) -> Permit:
+        permit = Permit(token, send_at)
+        with self._lock:
+            self._held[token] = _Held(time.monotonic(), permit)
             if self._renewer is None or self._renewer_pid != os.getpid() or not self._renewer.is_alive():
                 # Started on first use, and again in a forked child (threads do not survive a fork).
                 self._renewer_pid = os.getpid()
                 self._renewer = threading.Thread(target=self._renew_forever, name="rebill-slot-leases", daemon=True)
                 self._renewer.start()
+        return permit
 
     def _renew_forever(self) -> None:
         interval = self._lease_ms / 4000
         while not self._closed.wait(interval):
-            with self._held_lock:
+            with self._lock:
                 tokens = list(self._held)
             if not tokens:
                 continue
@@ -314,6 +430,23 @@ class TenantLimiter:
     def _forget_waiter(self, token: str) -> None:
         with contextlib.suppress(redis.RedisError):  # the registration also ends by itself
             self._redis.zrem(self._waiters, token)
+
+
+_LIMITERS: weakref.WeakSet[TenantLimiter] = weakref.WeakSet()
+
+
+def _forget_threads_after_fork() -> None:
+    for limiter in list(_LIMITERS):
+        limiter._forget_threads()
+
+
+os.register_at_fork(after_in_child=_forget_threads_after_fork)
+
+
+def _unavailable(error: redis.RedisError) -> LimiterUnavailable:
+    unavailable = LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}")
+    unavailable.__cause__ = error
+    return unavailable
 
 
 def _redis_now_ms(client: redis.Redis) -> int:
