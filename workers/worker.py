@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -41,11 +42,25 @@ class ReconcileLoop:
                 log.warning("reconcile pass failed: %s: %s", type(error).__name__, error)
 
 
+def _warm_up(container: Container) -> None:
+    """Build the ledger, clients and their imports before the first message, not inside it.
+
+    Then freeze what was built, so the cyclic garbage collector stops rescanning it on every pass.
+    An unreachable database only postpones this to the first task, which retries it.
+    """
+    try:
+        container.context  # noqa: B018 - a cached property: building it is the point
+    except Exception as error:
+        log.warning("could not prepare the worker before its first task (it will retry): %s", error)
+    gc.freeze()
+
+
 def run_worker(container: Container, *, concurrency: int, loglevel: str, reconcile: bool = True) -> None:
     install(container)
     settings = container.settings
     app = configure(settings, container.broker_url)
     settings.require_imis()  # fail fast on missing REBILL_IMIS_* before any message is taken
+    _warm_up(container)
     if reconcile:
         loop = ReconcileLoop(container, settings.reconcile_interval_seconds)
         signals.worker_ready.connect(loop.start, weak=False)
