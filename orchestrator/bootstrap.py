@@ -91,6 +91,7 @@ def tenant_limiter(settings: Settings) -> TenantLimiter:
         max_concurrency=settings.imis_max_concurrency,
         rate=settings.imis_rate_limit,
         lease_seconds=settings.imis_slot_lease_seconds,
+        handoff_seconds=settings.imis_slot_handoff_seconds,
     )
 
 

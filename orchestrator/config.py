@@ -16,6 +16,7 @@ from orchestrator.domain.run import RunOptions
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
 class Settings(BaseSettings):
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
     imis_page_size: PositiveInt = 500
     imis_slot_lease_seconds: PositiveFloat = Field(
         20.0, description="how long a killed worker's tenant slot stays taken (live ones are renewed)"
+    )
+    imis_slot_handoff_seconds: NonNegativeFloat = Field(
+        1.0,
+        description="a worker's threads pass a slot among themselves for this long before it goes back "
+        "through Redis to every worker; 0 = always through Redis",
     )
 
     # Workers and the broker.
