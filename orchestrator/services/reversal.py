@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
+    started = ctx.clock()
     run = ctx.ledger.get_run(run_id)
     if run is None or run.state not in (RunState.PLANNING, RunState.REVERSING):
         return
@@ -44,17 +45,19 @@ def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
         _work_through(ctx, run, chunk_id)
         ctx.ledger.finish_delivery(chunk_id)
     _after_chunk(ctx, run_id, chunk_id)
-    _help_with_the_tail(ctx, run)
+    _help_with_the_tail(ctx, run, until=started + timedelta(seconds=ctx.runtime.max_countdown_seconds))
 
 
-def _help_with_the_tail(ctx: Context, run: Run) -> None:
+def _help_with_the_tail(ctx: Context, run: Run, *, until: datetime) -> None:
     """Once nothing of the run waits in the broker, claim items of chunks other workers are in.
 
     Each chunk is worked one item after another, so without this a run's last chunks would keep one
     thread each while the other threads and the tenant's slots sat idle. Claims are per item, so a
     helper never works an item another worker holds; the chunk's own task still settles the chunk.
+    No new chunk is taken up after `until` (half the broker's visibility timeout after the task
+    began), so the task's own message is acknowledged before the broker would deliver it again.
     """
-    while (chunk_id := ctx.ledger.chunk_to_help(run.id, now=ctx.clock())) is not None:
+    while ctx.clock() < until and (chunk_id := ctx.ledger.chunk_to_help(run.id, now=ctx.clock())) is not None:
         if not _work_through(ctx, run, chunk_id):
             return
         ctx.ledger.chunk_progress(chunk_id, now=ctx.clock())

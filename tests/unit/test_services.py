@@ -329,6 +329,26 @@ class TestClaims:
         assert slow.invoice.invoice_id not in provider.reversals
         assert all(count == 1 for count in provider.reversals.values())
 
+    def test_no_help_is_taken_up_once_the_task_has_run_half_the_visibility_timeout(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        ledger: SqlLedger,
+    ) -> None:
+        ctx.runtime = dataclasses.replace(ctx.runtime, max_countdown_seconds=0)
+        run_id = start(ctx, options, provider)
+        planning.plan_run(ctx, run_id)
+        busy = next(args[1] for name, args, _ in dispatcher.sent if name == "reverse_chunk")
+        dispatcher.sent = [message for message in dispatcher.sent if message[1] != (run_id, busy)]
+        ledger.record_delivery(busy)
+
+        dispatcher.deliver(ctx, clock=clock)
+
+        assert all(i.state is ItemState.PENDING for i in ledger.iter_items(run_id) if i.chunk_id == busy)
+
 
 class WorkerKilled(BaseException):
     """Stands for the process dying in the middle of a batch: nothing after it runs."""
