@@ -662,10 +662,9 @@ class SqlLedger:
             if conn.execute(select(waiting)).scalar():
                 return None
             return conn.execute(
-                select(ItemRow.chunk_id)
-                .where(ItemRow.chunk_id.in_(being_worked), _claimable(now))
-                .order_by(ItemRow.id)
-                .limit(1)
+                # Any such chunk will do; no ORDER BY, so the lookup stays on the chunk index however
+                # many of the run's items are already settled.
+                select(ItemRow.chunk_id).where(ItemRow.chunk_id.in_(being_worked), _claimable(now)).limit(1)
             ).scalar()
 
     def chunk_progress(self, chunk_id: int, *, now: datetime) -> ChunkProgress:
