@@ -25,7 +25,7 @@ import httpx
 import pydantic
 
 from orchestrator.adapters.providers.imis import envelopes
-from orchestrator.adapters.providers.imis.errors import classify, outcome_of, protocol_error
+from orchestrator.adapters.providers.imis.errors import NOT_DECODED, classify, outcome_of, protocol_error
 from orchestrator.adapters.providers.imis.wire import (
     BatchSummaryData,
     BillingLogData,
@@ -51,6 +51,12 @@ M = TypeVar("M", bound=WireModel)
 R = TypeVar("R")
 
 _JSON_HEADERS = {"Accept": "application/json"}
+
+#: What a parser gets for a 2xx reply without a body.
+_NO_BODY: Any = object()
+
+#: A reply's parser: the body decoded once (or `_NO_BODY`) and the status code.
+Parser = Callable[[Any, int], R]
 
 
 class ImisClient:
@@ -261,8 +267,8 @@ class ImisClient:
         """`POST /api/TaskDefinition/_execute` with a TaskAdhocRequest; returns the TaskLogId."""
         operation = "TaskDefinition.execute"
 
-        def parse(response: httpx.Response) -> str:
-            reply = self._model(ServiceResponse, operation, mutating=True)(response)
+        def parse(payload: Any, status_code: int) -> str:
+            reply = self._model(ServiceResponse, operation, mutating=True)(payload, status_code)
             result = unwrap(reply.Result)
             task_log_id = unwrap(result.get("TaskLogId")) if isinstance(result, Mapping) else result
             if isinstance(task_log_id, str) and task_log_id.strip():
@@ -271,7 +277,7 @@ class ImisClient:
                 operation,
                 mutating=True,
                 what="no Result.TaskLogId in the reply",
-                status_code=response.status_code,
+                status_code=status_code,
             )
 
         return self._request(
@@ -311,12 +317,12 @@ class ImisClient:
             parse=self._execute_reply(operation, mutating=mutating),
         )
 
-    def _execute_reply(self, operation: str, *, mutating: bool) -> Callable[[httpx.Response], ServiceResponse]:
+    def _execute_reply(self, operation: str, *, mutating: bool) -> Parser[ServiceResponse]:
         optional = self._optional_model(ServiceResponse, operation, mutating=mutating)
 
-        def parse(response: httpx.Response) -> ServiceResponse:
+        def parse(payload: Any, status_code: int) -> ServiceResponse:
             # A 2xx without a body is a success that says nothing more (reference/imis-api.md).
-            reply = optional(response)
+            reply = optional(payload, status_code)
             return reply if reply is not None else ServiceResponse()
 
         return parse
@@ -359,31 +365,22 @@ class ImisClient:
                 return
             offset = next_offset
 
-    def _model(self, model: type[M], operation: str, *, mutating: bool = False) -> Callable[[httpx.Response], M]:
+    def _model(self, model: type[M], operation: str, *, mutating: bool = False) -> Parser[M]:
         optional = self._optional_model(model, operation, mutating=mutating)
 
-        def parse(response: httpx.Response) -> M:
-            parsed = optional(response)
+        def parse(payload: Any, status_code: int) -> M:
+            parsed = optional(payload, status_code)
             if parsed is None:
-                raise protocol_error(
-                    operation, mutating=mutating, what="an empty body", status_code=response.status_code
-                )
+                raise protocol_error(operation, mutating=mutating, what="an empty body", status_code=status_code)
             return parsed
 
         return parse
 
     @staticmethod
-    def _optional_model(model: type[M], operation: str, *, mutating: bool) -> Callable[[httpx.Response], M | None]:
-        def parse(response: httpx.Response) -> M | None:
-            raw = response.content
-            if not raw.strip():
+    def _optional_model(model: type[M], operation: str, *, mutating: bool) -> Parser[M | None]:
+        def parse(payload: Any, status_code: int) -> M | None:
+            if payload is _NO_BODY:
                 return None
-            try:
-                payload = decode_json(raw)
-            except ValueError as exc:
-                raise protocol_error(
-                    operation, mutating=mutating, what=f"not JSON ({exc})", status_code=response.status_code
-                ) from None
             try:
                 return model.model_validate(payload)
             except pydantic.ValidationError as exc:
@@ -391,7 +388,7 @@ class ImisClient:
                     operation,
                     mutating=mutating,
                     what=f"unexpected {model.__name__} shape: {_summarise(exc)}",
-                    status_code=response.status_code,
+                    status_code=status_code,
                 ) from None
 
         return parse
@@ -402,7 +399,7 @@ class ImisClient:
         method: str,
         path: str,
         *,
-        parse: Callable[[httpx.Response], R],
+        parse: Parser[R],
         params: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
         mutating: bool = False,
@@ -437,16 +434,18 @@ class ImisClient:
                 )
                 self._invalidate_token(generation)
                 continue
+            payload = _decode_success(response)
             error = classify(
                 operation=operation,
                 mutating=mutating,
                 status_code=response.status_code,
                 headers=response.headers,
                 body=response.content,
+                payload=payload,
             )
             if error is None:
                 try:
-                    result = parse(response)
+                    result = parse(payload, response.status_code)
                 except ProviderError as exc:
                     error = exc
                 else:
@@ -488,17 +487,19 @@ class ImisClient:
             failure = self._failure(classify(operation=operation, exc=exc))
             self._report(operation, started_at, started, None, failure)
             raise failure from None  # the request object holds the password: do not chain it
+        payload = _decode_success(response)
         error = classify(
             operation=operation,
             status_code=response.status_code,
             headers=response.headers,
             body=response.content,
+            payload=payload,
         )
         token: TokenResponse | None = None
         if error is None:
             try:
-                token = TokenResponse.model_validate(decode_json(response.content))
-            except (ValueError, pydantic.ValidationError):
+                token = TokenResponse.model_validate(payload)
+            except pydantic.ValidationError:
                 # Never echo the body or pydantic's input: it holds the token.
                 error = protocol_error(operation, mutating=False, what="no access_token in the /token reply")
         if token is None:
@@ -561,6 +562,23 @@ class ImisClient:
             self._observer(call)
         except Exception:
             logger.exception("the ApiCall observer failed for %s; the call itself is unaffected", operation)
+
+
+def _decode_success(response: httpx.Response) -> Any:
+    """A 2xx body decoded once, for `classify` and the parser alike (a 500-invoice page is 1.3 MB).
+
+    `_NO_BODY` when there is none; `NOT_DECODED` when the reply is not a 2xx or not JSON, so that
+    `classify` names what is wrong with it.
+    """
+    if not 200 <= response.status_code < 300:
+        return NOT_DECODED
+    raw = response.content
+    if response.status_code == 204 or not raw.strip():
+        return _NO_BODY
+    try:
+        return decode_json(raw)
+    except ValueError:
+        return NOT_DECODED
 
 
 def _segment(value: str) -> str:

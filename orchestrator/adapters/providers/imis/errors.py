@@ -54,7 +54,10 @@ from orchestrator.domain.errors import (
     TransientProviderError,
 )
 
-__all__ = ["classify", "outcome_of", "parse_retry_after", "protocol_error"]
+__all__ = ["NOT_DECODED", "classify", "outcome_of", "parse_retry_after", "protocol_error"]
+
+#: `classify`'s default `payload`: the caller has not decoded the body.
+NOT_DECODED: Any = object()
 
 _MAX_DETAIL = 500
 _NOT_APPLIED_5XX = frozenset({501, 503})
@@ -67,6 +70,7 @@ def classify(
     status_code: int | None = None,
     headers: Mapping[str, str] | None = None,
     body: bytes | str | None = None,
+    payload: Any = NOT_DECODED,
     exc: BaseException | None = None,
     now: datetime | None = None,
 ) -> ProviderError | None:
@@ -74,7 +78,8 @@ def classify(
 
     Give either `exc` (the request raised; nothing came back) or `status_code` with the reply's
     `headers` and raw `body`. `mutating` says whether the operation writes; `now` pins the clock
-    used to read a Retry-After HTTP-date.
+    used to read a Retry-After HTTP-date. A caller that has already decoded a 2xx `body` with
+    `decode_json` passes it as `payload`, so a large page is not decoded twice.
     """
     if exc is not None:
         return _from_exception(operation, mutating, exc)
@@ -83,7 +88,7 @@ def classify(
     headers = headers or {}
     raw = body if body is not None else b""
     if 200 <= status_code < 300:
-        return _from_success(operation, mutating, status_code, headers, raw)
+        return _from_success(operation, mutating, status_code, headers, raw, payload)
     if status_code == 429:
         retry_after = parse_retry_after(_header(headers, "Retry-After"), now=now)
         hint = f", retry after {retry_after:g}s" if retry_after is not None else ""
@@ -224,14 +229,16 @@ def _from_exception(operation: str, mutating: bool, exc: BaseException) -> Provi
 
 
 def _from_success(
-    operation: str, mutating: bool, status_code: int, headers: Mapping[str, str], raw: bytes | str
+    operation: str, mutating: bool, status_code: int, headers: Mapping[str, str], raw: bytes | str, payload: Any
 ) -> ProviderError | None:
     if status_code == 204 or not raw.strip():
         return None
-    try:
-        payload = decode_json(raw)
-    except ValueError as exc:
-        return protocol_error(operation, mutating=mutating, what=_not_json(headers, raw, exc), status_code=status_code)
+    if payload is NOT_DECODED:
+        try:
+            payload = decode_json(raw)
+        except ValueError as exc:
+            what = _not_json(headers, raw, exc)
+            return protocol_error(operation, mutating=mutating, what=what, status_code=status_code)
     if isinstance(payload, Mapping) and unwrap(payload.get("IsSuccessStatusCode")) is False:
         message = unwrap(payload.get("Message"))
         return ProviderRefused(

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from orchestrator.adapters.providers.imis.errors import classify, outcome_of, parse_retry_after
+from orchestrator.adapters.providers.imis.wire import decode_json
 from orchestrator.domain.billing import CallOutcome
 from orchestrator.domain.errors import (
     ProviderAuthError,
@@ -339,6 +340,38 @@ def test_may_have_applied_is_never_set_for_reads() -> None:
             now=NOW,
         )
         assert error is None or error.may_have_applied is False, row.id
+
+
+def test_a_success_body_the_caller_decoded_is_classified_alike() -> None:
+    compared = 0
+    for row in ROWS:
+        if row.status_code is None or not 200 <= row.status_code < 300 or not (row.body or b"").strip():
+            continue
+        try:
+            payload = decode_json(row.body or b"")
+        except ValueError:
+            continue
+        own = classify(
+            operation=row.operation, mutating=row.mutating, status_code=row.status_code, body=row.body, now=NOW
+        )
+        given = classify(
+            operation=row.operation,
+            mutating=row.mutating,
+            status_code=row.status_code,
+            body=row.body,
+            payload=payload,
+            now=NOW,
+        )
+        assert repr(given) == repr(own), row.id
+        compared += 1
+    assert compared >= 3
+
+
+def test_classify_reads_the_payload_it_is_given_instead_of_decoding_again() -> None:
+    refusal = {"IsSuccessStatusCode": False, "Message": "Invoice has payments"}
+    error = classify(operation=WRITE, mutating=True, status_code=200, body=b"{}", payload=refusal)
+    assert isinstance(error, ProviderRefused)
+    assert "Invoice has payments" in str(error)
 
 
 def test_classify_needs_a_reply_or_an_exception() -> None:
