@@ -57,8 +57,8 @@ def runtime(settings: Settings) -> Runtime:
     )
 
 
-def http_client(settings: Settings, *, limiter: TenantLimiter | None = None) -> httpx.Client:
-    """The one httpx client per process: explicit timeouts; the transport retries connect errors only.
+def http_transport(settings: Settings, *, limiter: TenantLimiter | None = None) -> httpx.BaseTransport:
+    """The one httpx transport per process (its connection pool); it retries connect errors only.
 
     With a limiter, every exchange holds one of the tenant's slots (REBILL_IMIS_MAX_CONCURRENCY,
     REBILL_IMIS_RATE_LIMIT) shared through Redis by every worker. A slot wait counts against the
@@ -66,9 +66,8 @@ def http_client(settings: Settings, *, limiter: TenantLimiter | None = None) -> 
     """
     transport: httpx.BaseTransport = httpx.HTTPTransport(
         retries=2,
-        # Given a transport, httpx.Client ignores its own `limits`: they belong here. The tenant limit
-        # keeps at most imis_max_concurrency exchanges in flight, so more idle connections than that
-        # would only be scanned by httpcore on every request.
+        # The tenant limit keeps at most imis_max_concurrency exchanges in flight, so more idle
+        # connections than that would only be scanned by httpcore on every request.
         limits=httpx.Limits(
             max_connections=settings.worker_concurrency * 2,
             max_keepalive_connections=min(settings.worker_concurrency, settings.imis_max_concurrency),
@@ -76,10 +75,7 @@ def http_client(settings: Settings, *, limiter: TenantLimiter | None = None) -> 
     )
     if limiter is not None:
         transport = LimitedTransport(transport, limiter)
-    return httpx.Client(
-        timeout=httpx.Timeout(settings.imis_timeout_seconds, connect=settings.imis_connect_timeout_seconds),
-        transport=transport,
-    )
+    return transport
 
 
 def tenant_limiter(settings: Settings) -> TenantLimiter:
@@ -141,14 +137,21 @@ class Container:
         )
 
     @functools.cached_property
-    def http(self) -> httpx.Client:
-        return http_client(self.settings, limiter=tenant_limiter(self.settings))
+    def transport(self) -> httpx.BaseTransport:
+        return http_transport(self.settings, limiter=tenant_limiter(self.settings))
 
     @functools.cached_property
     def provider(self) -> BillingProvider:
         base_url, username, password = self.settings.require_imis()
         client = ImisClient(
-            base_url=base_url, username=username, password=password, http=self.http, observer=self.recorder.record
+            base_url=base_url,
+            username=username,
+            password=password,
+            transport=self.transport,
+            timeout=httpx.Timeout(
+                self.settings.imis_timeout_seconds, connect=self.settings.imis_connect_timeout_seconds
+            ),
+            observer=self.recorder.record,
         )
         return ImisProvider(client, page_size=self.settings.imis_page_size)
 
@@ -170,7 +173,7 @@ class Container:
     def close(self) -> None:
         if "producer" in self.__dict__:
             self.producer.close()
-        if "http" in self.__dict__:
-            self.http.close()
+        if "transport" in self.__dict__:
+            self.transport.close()
         if "engines" in self.__dict__:
             self.engines.dispose()

@@ -44,24 +44,25 @@ def calls() -> list[ApiCall]:
 @pytest.fixture
 def make_client(server: SimulatorServer, calls: list[ApiCall]) -> Iterator[Callable[..., ImisClient]]:
     """`make_client(timeout=..., password=..., **ImisClient options)`; every client reports to `calls`."""
-    opened: list[httpx.Client] = []
+    opened: list[httpx.HTTPTransport] = []
 
     def make(*, timeout: float = 5.0, **overrides: Any) -> ImisClient:
-        http = httpx.Client(timeout=httpx.Timeout(timeout, connect=2.0), trust_env=False)  # loopback, no proxy
-        opened.append(http)
+        transport = httpx.HTTPTransport()
+        opened.append(transport)
         options: dict[str, Any] = {
             "base_url": server.base_url,
             "username": USERNAME,
             "password": SecretStr(PASSWORD),
-            "http": http,
+            "transport": transport,
+            "timeout": httpx.Timeout(timeout, connect=2.0),
             "observer": calls.append,
         }
         options.update(overrides)
         return ImisClient(**options)
 
     yield make
-    for http in opened:
-        http.close()
+    for transport in opened:
+        transport.close()
 
 
 @pytest.fixture

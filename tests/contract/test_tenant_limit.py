@@ -114,18 +114,22 @@ def make_limiter(redis_url: str, key: str) -> Iterator[Callable[..., TenantLimit
 @pytest.fixture
 def limited_client(server: SimulatorServer) -> Iterator[Callable[..., ImisClient]]:
     """`limited_client(limiter, timeout=...)`: an ImisClient whose every exchange holds a slot."""
-    opened: list[httpx.Client] = []
+    opened: list[LimitedTransport] = []
 
     def make(limiter: TenantLimiter, *, timeout: float = 10.0) -> ImisClient:
-        http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=2.0), transport=LimitedTransport(httpx.HTTPTransport(), limiter)
+        transport = LimitedTransport(httpx.HTTPTransport(), limiter)
+        opened.append(transport)
+        return ImisClient(
+            base_url=server.base_url,
+            username=USERNAME,
+            password=SecretStr(PASSWORD),
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=2.0),
         )
-        opened.append(http)
-        return ImisClient(base_url=server.base_url, username=USERNAME, password=SecretStr(PASSWORD), http=http)
 
     yield make
-    for http in opened:
-        http.close()
+    for transport in opened:
+        transport.close()
 
 
 def _hammer_in_process(
@@ -133,14 +137,18 @@ def _hammer_in_process(
 ) -> int:
     """One worker-like process: `threads` threads reading invoices through its own limited client."""
     limiter = TenantLimiter.from_url(redis_url, key, max_concurrency=cap, lease_seconds=10)
-    http = httpx.Client(
-        timeout=httpx.Timeout(10, connect=2.0), transport=LimitedTransport(httpx.HTTPTransport(), limiter)
+    transport = LimitedTransport(httpx.HTTPTransport(), limiter)
+    client = ImisClient(
+        base_url=base_url,
+        username=USERNAME,
+        password=SecretStr(PASSWORD),
+        transport=transport,
+        timeout=httpx.Timeout(10, connect=2.0),
     )
-    client = ImisClient(base_url=base_url, username=USERNAME, password=SecretStr(PASSWORD), http=http)
     time.sleep(max(0.0, start_at - time.time()))
     with ThreadPoolExecutor(threads) as pool:
         done = sum(1 for _ in pool.map(client.get_invoice, invoice_ids))
-    http.close()
+    transport.close()
     return done
 
 
@@ -521,7 +529,7 @@ class TestWiring:
         )
         container = Container(settings)
         try:
-            transport = container.http._transport
+            transport = container.transport
             assert isinstance(transport, LimitedTransport)
             assert transport.limiter.max_concurrency == 3
             assert transport.limiter.rate == 25

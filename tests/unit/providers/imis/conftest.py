@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -123,26 +123,21 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_client(imis: FakeImis, calls: list[ApiCall], clock: FakeClock) -> Iterator[Callable[..., ImisClient]]:
-    clients: list[httpx.Client] = []
-
+def make_client(imis: FakeImis, calls: list[ApiCall], clock: FakeClock) -> Callable[..., ImisClient]:
     def make(**overrides: Any) -> ImisClient:
-        http = httpx.Client(transport=httpx.MockTransport(imis), timeout=httpx.Timeout(5.0))
-        clients.append(http)
         options: dict[str, Any] = {
             "base_url": BASE_URL,
             "username": USERNAME,
             "password": SecretStr(PASSWORD),
-            "http": http,
+            "transport": httpx.MockTransport(imis),
+            "timeout": httpx.Timeout(5.0),
             "observer": calls.append,
             "clock": clock,
         }
         options.update(overrides)
         return ImisClient(**options)
 
-    yield make
-    for http in clients:
-        http.close()
+    return make
 
 
 @pytest.fixture

@@ -30,6 +30,10 @@ from .conftest import BASE_URL, PASSWORD, USERNAME, FakeClock, FakeImis, json_re
 SEED_EXAMPLES = Path(__file__).resolve().parents[3] / "fixtures" / "seed_examples"
 
 
+def _unused(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"no request expected, got {request.method} {request.url}")
+
+
 def invoice(number: int, **extra: Any) -> dict[str, Any]:
     return {
         "$type": "Asi.Soa.Commerce.DataContracts.InvoiceSummaryData, Asi.Contracts",
@@ -76,17 +80,35 @@ class TestConstruction:
         [None, httpx.Timeout(10, read=None), httpx.Timeout(10, connect=None), httpx.Timeout(10, pool=None)],
         ids=["none", "read-none", "connect-none", "pool-none"],
     )
-    def test_refuses_an_unbounded_http_client(self, timeout: httpx.Timeout | None) -> None:
-        with httpx.Client(timeout=timeout) as http, pytest.raises(ValueError, match="bound every phase"):
-            ImisClient(base_url=BASE_URL, username=USERNAME, password=SecretStr(PASSWORD), http=http)
+    def test_refuses_an_unbounded_timeout(self, timeout: httpx.Timeout | None) -> None:
+        with pytest.raises(ValueError, match="bound every phase"):
+            ImisClient(
+                base_url=BASE_URL,
+                username=USERNAME,
+                password=SecretStr(PASSWORD),
+                transport=httpx.MockTransport(_unused),
+                timeout=httpx.Timeout(timeout),
+            )
 
     def test_refuses_a_plain_string_password(self) -> None:
-        with httpx.Client(timeout=5) as http, pytest.raises(TypeError, match="SecretStr"):
-            ImisClient(base_url=BASE_URL, username=USERNAME, password=PASSWORD, http=http)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="SecretStr"):
+            ImisClient(
+                base_url=BASE_URL,
+                username=USERNAME,
+                password=PASSWORD,  # type: ignore[arg-type]
+                transport=httpx.MockTransport(_unused),
+                timeout=httpx.Timeout(5),
+            )
 
     def test_refuses_a_base_url_without_scheme(self) -> None:
-        with httpx.Client(timeout=5) as http, pytest.raises(ValueError, match="http"):
-            ImisClient(base_url="imis.example.org", username=USERNAME, password=SecretStr(PASSWORD), http=http)
+        with pytest.raises(ValueError, match="http"):
+            ImisClient(
+                base_url="imis.example.org",
+                username=USERNAME,
+                password=SecretStr(PASSWORD),
+                transport=httpx.MockTransport(_unused),
+                timeout=httpx.Timeout(5),
+            )
 
     def test_repr_shows_base_url_and_username_only(self, client: ImisClient, imis: FakeImis) -> None:
         imis.route("GET", "/api/BatchSummary/B1", json_response(200, {"BatchId": "B1", "BatchStatus": "Open"}))
