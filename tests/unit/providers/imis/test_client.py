@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Callable
@@ -320,6 +321,22 @@ class TestReporting:
         client = make_client(observer=observer)
         imis.route("POST", "/api/Invoice/_execute", ok(True))
         assert client.can_cash_invoice_be_reversed("1") is True
+
+
+class TestExchange:
+    def test_asks_for_compression_and_reads_a_compressed_reply(self, client: ImisClient, imis: FakeImis) -> None:
+        body = gzip.compress(json.dumps({"BatchId": "B1", "BatchStatus": "Open"}).encode())
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        imis.route("GET", "/api/BatchSummary/B1", httpx.Response(200, content=body, headers=headers))
+        assert client.get_batch("B1").BatchId == "B1"
+        assert "gzip" in imis.api_requests()[0].headers["Accept-Encoding"]
+
+    def test_every_request_carries_the_timeout(self, client: ImisClient, imis: FakeImis) -> None:
+        # The transport reads it from the request: the tenant limit's slot wait is bounded by `pool`.
+        imis.route("POST", "/api/Invoice/_execute", ok(True))
+        client.can_cash_invoice_be_reversed("1")
+        assert all(r.extensions["timeout"] == httpx.Timeout(5.0).as_dict() for r in imis.requests)
+        assert len(imis.requests) == 2  # /token and the call
 
 
 class TestPaging:
