@@ -46,7 +46,7 @@ def database_url(settings: Settings) -> str:
 def runtime(settings: Settings) -> Runtime:
     return Runtime(
         lease_seconds=settings.lease_seconds,
-        dispatch_window=settings.dispatch_window,
+        dispatch_window=settings.chunks_in_broker(),
         lost_message_seconds=settings.lost_message_seconds,
         max_deliveries=settings.max_deliveries,
         rebill_settle_seconds=settings.rebill_settle_seconds,

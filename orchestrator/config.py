@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     lease_seconds: PositiveFloat = 120.0
     lost_message_seconds: PositiveFloat = 120.0
     reconcile_interval_seconds: PositiveFloat = 15.0
-    dispatch_window: PositiveInt = 16
+    dispatch_window: PositiveInt | None = Field(
+        None,
+        description="chunks of a run in the broker at once; unset = twice REBILL_IMIS_MAX_CONCURRENCY, at least 16",
+    )
     claim_batch_size: PositiveInt = Field(
         10, description="items a worker claims at once; their outcomes are written together after the batch"
     )
@@ -97,6 +100,14 @@ class Settings(BaseSettings):
                 f"REBILL_IMIS_CONNECT_TIMEOUT_SECONDS ({2 * longest_call:g})"
             )
         return self
+
+    def chunks_in_broker(self) -> int:
+        """The dispatch window. A chunk's items are worked one after another, one call at a time, so a
+        run uses at most this many of the tenant's slots: it must exceed the cap, with room for the
+        moments a thread spends between calls (ledger writes, parsing)."""
+        if self.dispatch_window is not None:
+            return self.dispatch_window
+        return max(16, 2 * self.imis_max_concurrency)
 
     def run_options(self, **overrides: object) -> RunOptions:
         """Run options from these defaults, with the non-None `overrides` applied."""

@@ -114,6 +114,16 @@ def test_missing_tenant_settings_are_named() -> None:
         load_settings(imis_base_url=None, imis_username=None, imis_password=None).require_imis()
 
 
+@pytest.mark.parametrize(
+    ("cap", "window", "expected"),
+    [(4, None, 16), (8, None, 16), (24, None, 48), (24, 30, 30)],
+    ids=["default-cap", "cap-8", "cap-24-follows-the-cap", "set-explicitly"],
+)
+def test_the_dispatch_window_lets_a_run_use_every_slot(cap: int, window: int | None, expected: int) -> None:
+    # Each chunk in the broker has at most one call in flight: fewer chunks than slots would idle slots.
+    assert load_settings(imis_max_concurrency=cap, dispatch_window=window).chunks_in_broker() == expected
+
+
 def test_a_lease_shorter_than_a_write_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REBILL_LEASE_SECONDS", "20")
     monkeypatch.setenv("REBILL_IMIS_TIMEOUT_SECONDS", "30")
