@@ -29,8 +29,8 @@ If Redis loses its data (restarted empty), the slots of the calls in flight at t
 forgotten, so for the length of those calls up to twice the cap can be in flight; while Redis is
 unreachable, callers wait for it up to their pool timeout and then fail with nothing sent.
 
-`LimitedTransport` wraps the real httpx transport, so every exchange of the process's one
-`httpx.Client` (`/token` included) holds a slot from before the request is written until its
+`LimitedTransport` wraps the real httpx transport, so every exchange the process's iMIS client
+hands to it (`/token` included) holds a slot from before the request is written until its
 response is closed.
 
 Why not a library. We looked at what is kept up and fits Redis:

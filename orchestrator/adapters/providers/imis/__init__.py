@@ -1,6 +1,6 @@
 """The iMIS (ASI) provider: typed REST client, seed-page envelopes, error classification.
 
-client.py     ImisClient: one tenant over an injected httpx.Client, token handling, ApiCall reports
+client.py     ImisClient: one tenant over an injected httpx transport, token handling, ApiCall reports
 provider.py   ImisProvider: the BillingProvider port (orchestrator.services.ports) over ImisClient
 envelopes.py  pure builders of request bodies, byte-compatible with ASI's examples
 wire.py       pydantic models of what iMIS sends back (tolerant reading)
