@@ -479,9 +479,10 @@ class _ReleasingStream(httpx.SyncByteStream):
 class LimitedTransport(httpx.BaseTransport):
     """Every request holds one of the tenant's slots from before it is sent until its response is closed.
 
-    The slot wait is bounded by the request's pool timeout (the client's `Timeout.pool`): running out
-    raises `SlotTimeout`, an `httpx.PoolTimeout`, which the iMIS client classifies as transient with
-    nothing sent. A Redis failure raises `LimiterUnavailable` (an `httpx.ConnectError`): also nothing sent.
+    The slot wait is bounded by the request's pool timeout (the `pool` of the timeout the iMIS client
+    sends with every request): running out raises `SlotTimeout`, an `httpx.PoolTimeout`, which the
+    iMIS client classifies as transient with nothing sent. A Redis failure raises
+    `LimiterUnavailable` (an `httpx.ConnectError`): also nothing sent.
     """
 
     def __init__(self, inner: httpx.BaseTransport, limiter: TenantLimiter) -> None:
