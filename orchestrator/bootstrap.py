@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -66,9 +64,7 @@ def http_transport(settings: Settings, *, limiter: TenantLimiter | None = None) 
     REBILL_IMIS_RATE_LIMIT) shared through Redis by every worker. A slot wait counts against the
     pool timeout.
     """
-    base_url, _, _ = settings.require_imis()
     transport: httpx.BaseTransport = httpx.HTTPTransport(
-        proxy=environment_proxy(base_url),
         retries=2,
         # The tenant limit keeps at most imis_max_concurrency exchanges in flight, so more idle
         # connections than that would only be scanned by httpcore on every request.
@@ -80,15 +76,6 @@ def http_transport(settings: Settings, *, limiter: TenantLimiter | None = None) 
     if limiter is not None:
         transport = LimitedTransport(transport, limiter)
     return transport
-
-
-def environment_proxy(url: str) -> str | None:
-    """The proxy HTTPS_PROXY / HTTP_PROXY / ALL_PROXY name for `url`, unless NO_PROXY exempts its host."""
-    parts = urllib.parse.urlsplit(url)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    proxies = urllib.request.getproxies()
-    return proxies.get(parts.scheme) or proxies.get("all")
 
 
 def tenant_limiter(settings: Settings) -> TenantLimiter:
