@@ -2,9 +2,10 @@
 
 - The httpx transport is injected (composition root or test) with the timeout; this module never
   builds one, and it refuses a timeout that leaves any phase unbounded. Each call is one
-  `httpx.Request` handed straight to the transport: `httpx.Client`'s layers (cookie jar, auth and
-  redirect flows, event hooks, proxy mounts read from the environment) do nothing for a bearer-token
-  API that follows no redirect, and cost about a quarter of each exchange's CPU.
+  `httpx.Request` handed straight to the transport: `httpx.Client`'s auth and redirect flows and
+  event hooks do nothing for a bearer-token API that follows no redirect, and with its cookie jar
+  they cost about a quarter of each exchange's CPU. Cookies are still kept, but only once the
+  tenant sets one (a load balancer's affinity cookie, say): a tenant that sets none costs nothing.
 - One instance serves every worker thread of a process. The bearer token is fetched under a lock,
   refreshed ahead of `expires_in - refresh_margin_seconds`, and on a 401 fetched again once and the
   call repeated once; a second 401 is `ProviderAuthError`. That is the only repeat here: backoff for
@@ -108,6 +109,7 @@ class ImisClient:
         self._transport = transport
         self._extensions = {"timeout": timeout.as_dict()}
         self._urls: dict[str, httpx.URL] = {}
+        self._cookies = httpx.Cookies()
         self._observer = observer
         self._refresh_margin = float(refresh_margin_seconds)
         self._clock = clock
@@ -474,12 +476,16 @@ class ImisClient:
 
     def _exchange(self, request: httpx.Request) -> httpx.Response:
         """Send one request and read its whole reply; the connection (and the tenant's slot) is freed on return."""
+        if self._cookies:
+            self._cookies.set_cookie_header(request)
         response = self._transport.handle_request(request)
         response.request = request
         try:
             response.read()
         finally:
             response.close()
+        if "set-cookie" in response.headers:
+            self._cookies.extract_cookies(response)
         return response
 
     # --- token -------------------------------------------------------------------------------------------

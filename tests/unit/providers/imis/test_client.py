@@ -331,6 +331,16 @@ class TestExchange:
         assert client.get_batch("B1").BatchId == "B1"
         assert "gzip" in imis.api_requests()[0].headers["Accept-Encoding"]
 
+    def test_a_cookie_the_tenant_sets_is_sent_back(self, client: ImisClient, imis: FakeImis) -> None:
+        # Azure-hosted tenants pin a client to one server with an affinity cookie.
+        affinity = {"Set-Cookie": "ARRAffinity=server-3; Path=/; HttpOnly"}
+        imis.route("GET", "/api/BatchSummary/B1", json_response(200, {"BatchId": "B1"}, headers=affinity))
+        client.get_batch("B1")
+        client.get_batch("B1")
+        first, second = imis.api_requests()
+        assert "cookie" not in first.headers
+        assert second.headers["Cookie"] == "ARRAffinity=server-3"
+
     def test_every_request_carries_the_timeout(self, client: ImisClient, imis: FakeImis) -> None:
         # The transport reads it from the request: the tenant limit's slot wait is bounded by `pool`.
         imis.route("POST", "/api/Invoice/_execute", ok(True))
@@ -460,10 +470,22 @@ class TestReplies:
             client.process_accrual_reversal("8158", adjustment_date=date(2026, 4, 23))
         assert caught.value.may_have_applied is True
 
-    def test_an_empty_success_on_a_write_is_success(self, client: ImisClient, imis: FakeImis) -> None:
-        imis.route("POST", "/api/Invoice/_execute", httpx.Response(200))
+    @pytest.mark.parametrize("body", [b"", b"  \r\n"], ids=["empty", "whitespace"])
+    def test_an_empty_success_on_a_write_is_success(self, client: ImisClient, imis: FakeImis, body: bytes) -> None:
+        imis.route("POST", "/api/Invoice/_execute", httpx.Response(200, content=body))
         reply = client.process_cash_reversal("8158", adjustment_date=date(2026, 4, 23))
         assert reply.IsSuccessStatusCode is None
+
+    def test_a_null_success_on_a_write_is_unusable(self, client: ImisClient, imis: FakeImis) -> None:
+        imis.route("POST", "/api/Invoice/_execute", json_response(200, None))
+        with pytest.raises(ProviderProtocolError, match="ServiceResponse shape") as caught:
+            client.process_cash_reversal("8158", adjustment_date=date(2026, 4, 23))
+        assert caught.value.may_have_applied is True
+
+    def test_a_success_with_a_byte_order_mark_is_read(self, client: ImisClient, imis: FakeImis) -> None:
+        body = b"\xef\xbb\xbf" + json.dumps({"BatchId": "B1", "BatchStatus": "Open"}).encode()
+        imis.route("GET", "/api/BatchSummary/B1", httpx.Response(200, content=body))
+        assert client.get_batch("B1").BatchId == "B1"
 
     def test_a_wrong_shape_names_the_field_not_the_data(self, client: ImisClient, imis: FakeImis) -> None:
         imis.route("GET", "/api/InvoiceSummary/1", json_response(200, {"InvoiceId": "1", "AccountingMethod": "Barter"}))
