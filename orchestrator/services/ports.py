@@ -266,6 +266,19 @@ class Ledger(Protocol):
         """Write the outcomes and calls of items still claimed by `owner`, in one transaction."""
         ...
 
+    def finish_and_claim(
+        self,
+        finished: Sequence[FinishedItem],
+        *,
+        owner: str,
+        now: datetime,
+        chunk_id: int,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[Item]:
+        """`finish_items`, then `claim_items` of the chunk for `owner`, in the same transaction."""
+        ...
+
     def chunk_to_help(self, run_id: str, *, now: datetime) -> int | None:
         """A chunk on its first delivery with items still claimable, when none of the run waits to be delivered."""
         ...

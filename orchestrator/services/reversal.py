@@ -65,22 +65,20 @@ def _help_with_the_tail(ctx: Context, run: Run, *, until: datetime) -> None:
 
 
 def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
-    """Claim the chunk's items a batch at a time and write each batch's outcomes in one transaction.
+    """Claim the chunk's items a batch at a time; each batch's outcomes are written, and the next
+    batch claimed, in one transaction.
 
     Outcomes are written after the batch, so a worker killed mid-batch leaves items it may have
     reversed as IN_FLIGHT: their next claim settles them by reading the invoice, as for any crash.
     Returns how many items were worked.
     """
     owner = f"{chunk_id}:{uuid.uuid4().hex}"
+    batch = ctx.runtime.claim_batch_size
+    now = ctx.clock()
+    lease_until = now + ctx.runtime.lease
+    items = ctx.ledger.claim_items(chunk_id, owner=owner, now=now, lease_until=lease_until, limit=batch)
     worked = 0
-    while True:
-        now = ctx.clock()
-        lease_until = now + ctx.runtime.lease
-        items = ctx.ledger.claim_items(
-            chunk_id, owner=owner, now=now, lease_until=lease_until, limit=ctx.runtime.claim_batch_size
-        )
-        if not items:
-            break
+    while items:
         finished: list[FinishedItem] = []
         try:
             for item in items:
@@ -90,9 +88,15 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
                 ):
                     outcome = reverse_item(ctx, run, item, owner=owner, lease_until=lease_until)
                 finished.append(FinishedItem(item, outcome, calls))
-        finally:
+        except BaseException:
             ctx.ledger.finish_items(finished, owner=owner, now=ctx.clock())
+            raise
         worked += len(finished)
+        now = ctx.clock()
+        lease_until = now + ctx.runtime.lease
+        items = ctx.ledger.finish_and_claim(
+            finished, owner=owner, now=now, chunk_id=chunk_id, lease_until=lease_until, limit=batch
+        )
     return worked
 
 

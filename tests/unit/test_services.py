@@ -11,9 +11,10 @@ import pytest
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.billing import BillingLogStatus
 from orchestrator.domain.errors import ProviderRefused, ProviderThrottled, ProviderTimeout, RunRefused
-from orchestrator.domain.run import ItemState, ReasonCode, RebillPhase, RunMode, RunOptions, RunState
+from orchestrator.domain.run import ItemOutcome, ItemState, ReasonCode, RebillPhase, RunMode, RunOptions, RunState
 from orchestrator.services import planning, reconciler, reversal, runs
 from orchestrator.services.context import Context
+from orchestrator.services.ports import FinishedItem
 from tests.fakes import ORIGINAL_KEY, FakeClock, FakeDispatcher, FakeProvider
 
 P, C = BillingLogStatus.PROCESSING, BillingLogStatus.COMPLETED
@@ -271,6 +272,34 @@ class TestClaims:
         assert [i.id for i in first] == chunk[:3]
         assert [i.id for i in second] == chunk[3:]
         assert all(i.state is ItemState.IN_FLIGHT and i.claims_total == 1 for i in first + second)
+
+    def test_finishing_a_batch_claims_the_next_in_the_same_transaction(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        ledger: SqlLedger,
+    ) -> None:
+        run_id = start(ctx, options, provider)
+        planning.plan_run(ctx, run_id)
+        chunk_id = dispatcher.sent[-1][1][1]
+        lease_until = clock.now + ctx.runtime.lease
+        first = ledger.claim_items(chunk_id, owner="a", now=clock(), lease_until=lease_until, limit=3)
+        held = ledger.claim_items(chunk_id, owner="b", now=clock(), lease_until=lease_until, limit=1)
+
+        done = [FinishedItem(item, ItemOutcome(ItemState.REVERSED), []) for item in first]
+        following = ledger.finish_and_claim(
+            done, owner="a", now=clock(), chunk_id=chunk_id, lease_until=lease_until, limit=3
+        )
+
+        chunk = sorted(i.id for i in ledger.iter_items(run_id) if i.chunk_id == chunk_id)
+        assert [i.id for i in held] == chunk[3:4]
+        assert [i.id for i in following] == chunk[4:7]  # past the finished ones and the one b holds
+        states = {i.id: i.state for i in ledger.iter_items(run_id)}
+        assert all(states[i.id] is ItemState.REVERSED for i in first)
+        assert all(states[i.id] is ItemState.IN_FLIGHT for i in following)
 
     def test_a_worker_killed_mid_batch_leaves_its_claims_to_be_settled_by_reading(
         self,

@@ -604,16 +604,8 @@ class SqlLedger:
         )
 
     def claim_items(self, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[Item]:
-        params = {
-            "p_chunk_id": chunk_id,
-            "p_now": now,
-            "p_owner": owner,
-            "p_lease_until": lease_until,
-            "p_limit": limit,
-        }
         with self._write.begin() as conn:
-            rows = conn.execute(self._claim_statement, params).all()
-        return sorted((_item_from_row(row) for row in rows), key=lambda item: item.id)
+            return self._claim(conn, chunk_id, owner=owner, now=now, lease_until=lease_until, limit=limit)
 
     def renew_lease(self, item_id: int, *, owner: str, lease_until: datetime) -> bool:
         params = {"p_item_id": item_id, "p_owner": owner, "p_lease_until": lease_until}
@@ -621,8 +613,40 @@ class SqlLedger:
             return conn.execute(self._renew_statement, params).rowcount == 1
 
     def finish_items(self, finished: Sequence[FinishedItem], *, owner: str, now: datetime) -> None:
-        if not finished:
-            return
+        if finished:
+            with self._write.begin() as conn:
+                self._finish(conn, finished, owner=owner, now=now)
+
+    def finish_and_claim(
+        self,
+        finished: Sequence[FinishedItem],
+        *,
+        owner: str,
+        now: datetime,
+        chunk_id: int,
+        lease_until: datetime,
+        limit: int,
+    ) -> list[Item]:
+        # One transaction per batch instead of two: under 16 threads each costs 0.4-0.7 ms of CPU.
+        with self._write.begin() as conn:
+            if finished:
+                self._finish(conn, finished, owner=owner, now=now)
+            return self._claim(conn, chunk_id, owner=owner, now=now, lease_until=lease_until, limit=limit)
+
+    def _claim(
+        self, conn: Connection, chunk_id: int, *, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Item]:
+        params = {
+            "p_chunk_id": chunk_id,
+            "p_now": now,
+            "p_owner": owner,
+            "p_lease_until": lease_until,
+            "p_limit": limit,
+        }
+        rows = conn.execute(self._claim_statement, params).all()
+        return sorted((_item_from_row(row) for row in rows), key=lambda item: item.id)
+
+    def _finish(self, conn: Connection, finished: Sequence[FinishedItem], *, owner: str, now: datetime) -> None:
         outcomes = [
             {
                 "p_item_id": done.item.id,
@@ -637,10 +661,9 @@ class SqlLedger:
             for done in finished
         ]
         calls = [_call_values(done.item.run_id, call, done.item.id) for done in finished for call in done.calls]
-        with self._write.begin() as conn:
-            conn.execute(self._finish_statement, outcomes)
-            if calls:
-                conn.execute(insert(ApiCallRow), calls)
+        conn.execute(self._finish_statement, outcomes)
+        if calls:
+            conn.execute(insert(ApiCallRow), calls)
 
     def chunk_to_help(self, run_id: str, *, now: datetime) -> int | None:
         waiting = exists().where(
