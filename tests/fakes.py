@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -135,6 +137,9 @@ class FakeProvider:
     def get_invoice(self, invoice_id: str) -> Invoice:
         self._enter("InvoiceSummary.get", invoice_id)
         return self.invoices[invoice_id]
+
+    def one_invoice_at_a_time(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def can_reverse(self, invoice: Invoice) -> bool:
         self._enter("Invoice.CanCashInvoiceBeReversed", invoice.invoice_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -66,6 +67,11 @@ class BillingProvider(Protocol):
         ...
 
     def get_invoice(self, invoice_id: str) -> Invoice: ...
+
+    def one_invoice_at_a_time(self) -> AbstractContextManager[None]:
+        """Wrap the calls one thread makes for one invoice, one after another: the provider may let
+        them share one of the tenant's slots instead of queueing for a slot per call."""
+        ...
 
     def can_reverse(self, invoice: Invoice) -> bool:
         """Ask the platform (CanCashInvoiceBeReversed / CanInvoiceBeReversed)."""

@@ -113,14 +113,19 @@ def _after_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
 
 def reverse_item(ctx: Context, run: Run, item: Item, *, owner: str, lease_until: datetime) -> ItemOutcome:
     """Decide and do what one claimed item needs; never raises for provider errors."""
-    options = run.options
-    invoice = item.invoice
-    if item.attempts > options.max_attempts:
+    if item.attempts > run.options.max_attempts:
         return ItemOutcome(
             ItemState.FAILED,
             reason=f"abandoned {item.attempts - 1} times (worker lost mid-reversal); "
             "`rebill retry` settles it by reading the invoice",
         )
+    with ctx.provider.one_invoice_at_a_time():
+        return _reverse(ctx, run, item, owner=owner, lease_until=lease_until)
+
+
+def _reverse(ctx: Context, run: Run, item: Item, *, owner: str, lease_until: datetime) -> ItemOutcome:
+    options = run.options
+    invoice = item.invoice
     try:
         if item.claimed_before:
             settled = _settle_by_reading(ctx.provider.get_invoice(invoice.invoice_id))

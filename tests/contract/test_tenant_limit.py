@@ -35,7 +35,7 @@ from orchestrator.adapters.providers.tenant_limit import (
 )
 from orchestrator.bootstrap import Container
 from orchestrator.config import Settings
-from orchestrator.domain.errors import ProviderTimeout
+from orchestrator.domain.errors import ProviderNotFound, ProviderTimeout
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState, SeededBilling
 from tests.contract.conftest import PASSWORD, USERNAME
@@ -514,6 +514,92 @@ class TestHandOff:
             list(pool.map(work, range(8)))
         assert limiter.handoffs == 0
         assert counting_redis.scripts >= 2 * 40  # every call took its slot and its send time from Redis
+
+
+class TestOneSlotPerInvoice:
+    """A worker thread's calls for one invoice (`LimitedTransport.one_slot`) share one slot."""
+
+    def test_a_sequence_takes_one_slot_for_all_its_calls(
+        self,
+        billing: SeededBilling,
+        make_limiter: Callable[..., TenantLimiter],
+        limited_client: Callable[..., ImisClient],
+        counting_redis: CountingRedis,
+    ) -> None:
+        limiter = make_limiter(2, handoff_seconds=0, client=counting_redis)
+        client = limited_client(limiter)
+        client.get_invoice(billing.invoice_ids[0])  # fetches the token: out of the count
+        counting_redis.scripts = 0
+
+        for invoice_id in billing.invoice_ids[1:4]:
+            client.get_invoice(invoice_id)
+        separate = counting_redis.scripts
+        counting_redis.scripts = 0
+        with client.one_slot():
+            for invoice_id in billing.invoice_ids[4:7]:
+                client.get_invoice(invoice_id)
+        together = counting_redis.scripts
+
+        assert separate == 6  # an acquire and a release per call
+        assert together == 2  # one acquire, one release for the three
+        assert limiter.holders() == 0
+
+    def test_sequences_keep_the_cap(
+        self,
+        state: ImisState,
+        billing: SeededBilling,
+        make_limiter: Callable[..., TenantLimiter],
+        limited_client: Callable[..., ImisClient],
+    ) -> None:
+        state.faults.update(latency_ms=20)
+        client = limited_client(make_limiter(3))
+        ids = list(billing.invoice_ids[:40])
+        state.reset_counters()
+
+        def two_calls(index: int) -> None:
+            with client.one_slot():
+                client.get_invoice(ids[index])
+                client.get_invoice(ids[index + 20])
+
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(two_calls, range(20)))
+        counters = state.counters()
+        assert counters["peak_concurrency"] == 3
+        assert counters["in_flight"] == 0
+
+    def test_a_failing_call_gives_the_slot_back_when_the_sequence_ends(
+        self,
+        billing: SeededBilling,
+        make_limiter: Callable[..., TenantLimiter],
+        limited_client: Callable[..., ImisClient],
+    ) -> None:
+        limiter = make_limiter(1)
+        client = limited_client(limiter, timeout=2.0)
+
+        def read_then_fail() -> None:
+            with client.one_slot():
+                client.get_invoice(billing.invoice_ids[0])
+                client.get_invoice("no-such-invoice")
+
+        with pytest.raises(ProviderNotFound):
+            read_then_fail()
+        assert limiter.holders() == 0
+        client.get_invoice(billing.invoice_ids[1])  # the only slot is free again
+
+    def test_with_a_rate_every_call_takes_its_own_slot(
+        self,
+        billing: SeededBilling,
+        make_limiter: Callable[..., TenantLimiter],
+        limited_client: Callable[..., ImisClient],
+        counting_redis: CountingRedis,
+    ) -> None:
+        client = limited_client(make_limiter(2, rate=1000, client=counting_redis))
+        client.get_invoice(billing.invoice_ids[0])
+        counting_redis.scripts = 0
+        with client.one_slot():
+            for invoice_id in billing.invoice_ids[1:4]:
+                client.get_invoice(invoice_id)
+        assert counting_redis.scripts == 6  # each send passes the rate
 
 
 class TestWiring:

@@ -477,7 +477,8 @@ class _ReleasingStream(httpx.SyncByteStream):
 
 
 class LimitedTransport(httpx.BaseTransport):
-    """Every request holds one of the tenant's slots from before it is sent until its response is closed.
+    """Every request holds one of the tenant's slots from before it is sent until its response is closed
+    (inside `one_slot`, until the sequence ends).
 
     The slot wait is bounded by the request's pool timeout (the `pool` of the timeout the iMIS client
     sends with every request): running out raises `SlotTimeout`, an `httpx.PoolTimeout`, which the
@@ -488,16 +489,45 @@ class LimitedTransport(httpx.BaseTransport):
     def __init__(self, inner: httpx.BaseTransport, limiter: TenantLimiter) -> None:
         self._inner = inner
         self.limiter = limiter
+        self._sequence = threading.local()  # `permit`: the slot this thread's open sequence holds, if any
+
+    @contextlib.contextmanager
+    def one_slot(self) -> Iterator[None]:
+        """This thread's calls inside share one slot, taken at the first call and given back at the end.
+
+        A thread makes one call at a time, so the cap still holds; the slot only sits idle between
+        the sequence's calls, and each call after the first costs no slot round trip. With a rate,
+        every call still takes its own slot (each send must pass the rate). Nested use is the outer one.
+        """
+        if hasattr(self._sequence, "permit") or self.limiter.rate is not None:
+            yield
+            return
+        self._sequence.permit = None
+        try:
+            yield
+        finally:
+            permit: Permit | None = self._sequence.permit
+            del self._sequence.permit
+            if permit is not None:
+                self.limiter.release(permit)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout") or {}
-        permit = self.limiter.acquire(timeout=timeouts.get("pool"))
+        in_sequence = hasattr(self._sequence, "permit")
+        permit = self._sequence.permit if in_sequence else None
+        if permit is None:
+            timeouts = request.extensions.get("timeout") or {}
+            permit = self.limiter.acquire(timeout=timeouts.get("pool"))
+            if in_sequence:
+                self._sequence.permit = permit  # given back when the sequence ends, whatever happens here
         try:
             self.limiter.wait_to_send(permit)
             response = self._inner.handle_request(request)
         except BaseException:
-            self.limiter.release(permit)
+            if not in_sequence:
+                self.limiter.release(permit)
             raise
+        if in_sequence:
+            return response
         stream = response.stream
         assert isinstance(stream, httpx.SyncByteStream), "a sync transport answers with a sync stream"
         response.stream = _ReleasingStream(stream, lambda: self.limiter.release(permit))

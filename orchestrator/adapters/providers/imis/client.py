@@ -16,11 +16,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -465,6 +467,11 @@ class ImisClient:
             self._report(operation, started_at, started, response.status_code, failure)
             raise failure
         raise AssertionError("unreachable: the second attempt always returns or raises")  # pragma: no cover
+
+    def one_slot(self) -> AbstractContextManager[None]:
+        """This thread's calls inside share one of the tenant's slots, when the transport is limited."""
+        one_slot = getattr(self._transport, "one_slot", None)
+        return one_slot() if one_slot is not None else contextlib.nullcontext()
 
     def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)

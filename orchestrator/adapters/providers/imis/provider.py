@@ -7,6 +7,7 @@ state of its own besides the shared, thread-safe `ImisClient`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +149,9 @@ class ImisProvider:
 
     def get_invoice(self, invoice_id: str) -> Invoice:
         return to_invoice(self._client.get_invoice(invoice_id))
+
+    def one_invoice_at_a_time(self) -> AbstractContextManager[None]:
+        return self._client.one_slot()
 
     def can_reverse(self, invoice: Invoice) -> bool:
         """Cash: CanCashInvoiceBeReversed by id. Accrual: CanInvoiceBeReversed by InvoiceNumber (read
