@@ -1,28 +1,34 @@
-"""The HTTP face of the simulator: routing and translation only (moto's `responses.py` + `urls.py`).
+"""The HTTP face of the iMIS simulator: routing and translation only (moto's `responses.py` + `urls.py`).
 
-`ImisApp` is a raw ASGI application (for uvicorn) and also a sync `Request -> Response` callable,
-`ImisApp.handle`, so `httpx.MockTransport(app.handle)` drives the same code without sockets.
+`ImisApp` plugs iMIS's routes into `simulators.common.app.SimulatorApp`, which makes it a raw ASGI
+application (for uvicorn) and a sync `Request -> Response` callable, `ImisApp.handle`, so
+`httpx.MockTransport(app.handle)` drives the same code without sockets.
 
-Every `/api` and `/token` request is counted, delayed and possibly faulted (see `faults.py`); the
-admin API under `/_sim/` is never authenticated, faulted or counted.
+Every `/api` and `/token` request is counted, delayed and possibly faulted (see
+`simulators.common.faults`); the admin API under `/_sim/` is never authenticated, faulted or counted.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
-from urllib.parse import unquote
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from simulators.common.app import AdminRoutes, SimulatorApp
+from simulators.common.http import (
+    HTML,
+    JSON,
+    Headers,
+    PathParts,
+    Reply,
+    Request,
+    Route,
+    decimals_to_floats,
+    validation_details,
+)
 from simulators.imis import wire
-from simulators.imis.faults import FaultKind, Faults
 from simulators.imis.state import (
     DEFAULT_CYCLE,
     DEFAULT_EFFECTIVE_DATE,
@@ -36,9 +42,6 @@ from simulators.imis.state import (
     SimError,
 )
 
-JSON = "application/json; charset=utf-8"
-HTML = "text/html; charset=utf-8"
-
 MAINTENANCE_PAGE = (
     b"<!DOCTYPE html><html><head><title>Service Unavailable</title></head><body>"
     b"<h1>iMIS is temporarily unavailable</h1><p>The site is down for scheduled maintenance. "
@@ -49,45 +52,10 @@ SIGN_IN_PAGE = (
     b'action="/iMIS/ContactManagement/SignIn.aspx"><input name="username"/>'
     b'<input name="password" type="password"/><button>Sign In</button></form></body></html>'
 )
-BAD_GATEWAY_PAGE = (
-    b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
-)
-GATEWAY_TIMEOUT_PAGE = (
-    b"<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out</h1>"
-    b"</center></body></html>"
-)
 
 
-@dataclass(slots=True)
-class Request:
-    method: str
-    raw_path: str  # still percent-encoded, without the query
-    query: str
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+def json_reply(status: int, payload: Any, headers: Headers = ()) -> Reply:
     return Reply(status, wire.dumps(payload), JSON, headers)
-
-
-Handler = Callable[[Request, tuple[str, ...]], Reply]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    operation: str | None  # None: admin, not counted
-    handler: Handler
-    params: tuple[str, ...] = ()
-    auth: bool = True
 
 
 class SeedBillingBody(BaseModel):
@@ -114,161 +82,35 @@ class ExamplesBody(BaseModel):
     invoice_8158: Literal["cash", "accrual", "order"] = "cash"
 
 
-class ImisApp:
+class ImisApp(SimulatorApp[ImisState]):
     """ASGI app (and sync handler) over one `ImisState`."""
 
-    def __init__(self, state: ImisState) -> None:
-        self.state = state
-        self._closing = False
+    maintenance_page = MAINTENANCE_PAGE
+    sign_in_page = SIGN_IN_PAGE
 
-    def close(self) -> None:
-        """Cut long fault sleeps short (used when the server stops)."""
-        self._closing = True
+    def encode(self, payload: Any) -> bytes:
+        return wire.dumps(payload)
 
-    # ------------------------------------------------------------------ ASGI
+    def error_reply(self, status: int, message: str, headers: Headers = ()) -> Reply:
+        return json_reply(status, wire.errors(message), headers)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        headers = {}
-        for name, value in scope["headers"]:
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        request = Request(
-            scope["method"],
-            raw_path.decode("latin-1").split("?", 1)[0],
-            scope["query_string"].decode("latin-1"),
-            headers,
-            b"".join(chunks),
+    def server_fault_reply(self, status: int, message: str, headers: Headers = ()) -> Reply:
+        # Throttling and unhandled errors are answered by ASP.NET itself, not in the API's Errors shape.
+        return json_reply(status, {"Message": message}, headers)
+
+    def authenticate(self, request: Request) -> Reply | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self.state.token_valid(token.strip()):
+            return None
+        return json_reply(
+            401,
+            {"Message": "Authorization has been denied for this request."},
+            (("WWW-Authenticate", 'Bearer realm="iMIS"'),),
         )
-        route = self.route(request)
-        if route.operation is None:
-            await _send(send, self._run_handler(route, request))
-            return
-        self.state.request_started(route.operation)
-        status: int | None = None
+
+    def dispatch(self, route: Route, request: Request) -> Reply:
         try:
-            steps = self._counted(route, request)
-            try:
-                while True:
-                    await self._sleep(next(steps))
-            except StopIteration as done:
-                reply: Reply = done.value
-            status = reply.status
-            await _send(send, reply)
-        finally:
-            self.state.request_finished(status)
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0.1:
-            await asyncio.sleep(seconds)
-            return
-        deadline = time.monotonic() + seconds
-        while not self._closing:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(min(0.05, remaining))
-
-    # ------------------------------------------------------------------ sync (httpx.MockTransport)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        """Serve one httpx request synchronously: `httpx.Client(transport=httpx.MockTransport(app.handle))`."""
-        raw = request.url.raw_path.decode("latin-1")
-        req = Request(
-            request.method,
-            raw.split("?", 1)[0],
-            request.url.query.decode("latin-1"),
-            {k.lower(): v for k, v in request.headers.items()},
-            request.read(),
-        )
-        route = self.route(req)
-        if route.operation is None:
-            reply = self._run_handler(route, req)
-        else:
-            self.state.request_started(route.operation)
-            status: int | None = None
-            try:
-                steps = self._counted(route, req)
-                try:
-                    while True:
-                        delay = next(steps)
-                        deadline = time.monotonic() + delay
-                        while not self._closing and time.monotonic() < deadline:
-                            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-                except StopIteration as done:
-                    reply = done.value
-                status = reply.status
-            finally:
-                self.state.request_finished(status)
-        headers = [("content-type", reply.content_type), *reply.headers]
-        return httpx.Response(reply.status, headers=headers, content=reply.body)
-
-    # ------------------------------------------------------------------ the counted path
-
-    def _counted(self, route: Route, request: Request) -> Generator[float, None, Reply]:
-        """Yields the seconds to wait, returns the reply: one body for the async and sync drivers."""
-        assert route.operation is not None
-        decision = self.state.faults.decide(route.operation, api=route.operation != "token")
-        settings = decision.settings
-        if decision.delay_seconds > 0:
-            yield decision.delay_seconds
-        kind = decision.kind
-        if kind is FaultKind.TOO_MANY_REQUESTS:
-            return json_reply(
-                429,
-                {"Message": "Too many requests. Please retry later."},
-                (("Retry-After", str(settings.retry_after_seconds)),),
-            )
-        if kind is FaultKind.SERVER_ERROR:
-            return json_reply(500, {"Message": "An error has occurred."})
-        if kind is FaultKind.MAINTENANCE_HTML:
-            return Reply(503, MAINTENANCE_PAGE, HTML, (("Retry-After", str(settings.retry_after_seconds)),))
-        if kind is FaultKind.HTML_200:
-            return Reply(200, SIGN_IN_PAGE, HTML)
-        if kind is FaultKind.HANG:
-            yield settings.hang_seconds
-            return Reply(504, GATEWAY_TIMEOUT_PAGE, HTML)
-        reply = self._authorized(route, request)
-        if kind is FaultKind.REPLY_LOST:
-            if settings.reply_lost_mode == "hang":
-                yield settings.hang_seconds
-                return Reply(504, GATEWAY_TIMEOUT_PAGE, HTML)
-            return Reply(502, BAD_GATEWAY_PAGE, HTML)
-        if kind is FaultKind.TRUNCATED_JSON:
-            return Reply(200, reply.body[: len(reply.body) // 2], JSON)
-        return reply
-
-    def _authorized(self, route: Route, request: Request) -> Reply:
-        if route.auth:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not self.state.token_valid(token.strip()):
-                return json_reply(
-                    401,
-                    {"Message": "Authorization has been denied for this request."},
-                    (("WWW-Authenticate", 'Bearer realm="iMIS"'),),
-                )
-        return self._run_handler(route, request)
-
-    def _run_handler(self, route: Route, request: Request) -> Reply:
-        try:
-            return route.handler(request, route.params)
+            return super().dispatch(route, request)
         except Refused as exc:
             return self._refusal(exc.message)
         except BadRequest as exc:
@@ -287,19 +129,14 @@ class ImisApp:
 
     # ------------------------------------------------------------------ routing
 
-    def route(self, request: Request) -> Route:
-        raw_segments = [s for s in request.raw_path.split("/") if s]
-        segments = [unquote(s) for s in raw_segments]
-        lowered = [s.lower() for s in segments]
-        method = request.method.upper()
-        if lowered[:1] == ["_sim"]:
-            return self._admin_route(method, lowered[1:], segments[1:])
+    def api_route(self, method: str, path: PathParts, request: Request) -> Route:
+        lowered, segments, raw_segments = path.lowered, path.decoded, path.raw
         if lowered == ["token"]:
             if method == "POST":
-                return Route("token", self._token, auth=False)
-            return Route("token", _method_not_allowed, auth=False)
+                return Route("token", self._token, auth=False, api=False)
+            return Route("token", self.method_not_allowed, auth=False, api=False)
         if lowered[:1] != ["api"] or len(lowered) < 2:
-            return Route("unknown", _not_found, auth=False)
+            return Route("unknown", self.not_found, auth=False)
         entity, rest, raw_rest = lowered[1], segments[2:], raw_segments[2:]
         if len(rest) == 1 and ":" in raw_rest[0] and rest[0] != "_execute":
             # IIS refuses a literal ':' in a path; ids like "CASH:23415:<key>" must be URL-encoded.
@@ -328,8 +165,8 @@ class ImisApp:
             if len(rest) == 1 and method == "GET":
                 return Route("BatchSummary.get", self._batch_get, (rest[0],))
         if entity in _ENTITY_NAMES:
-            return Route(f"{_ENTITY_NAMES[entity]}.unknown", _method_not_allowed)
-        return Route("unknown", _not_found)
+            return Route(f"{_ENTITY_NAMES[entity]}.unknown", self.method_not_allowed)
+        return Route("unknown", self.not_found)
 
     # ------------------------------------------------------------------ /token
 
@@ -467,58 +304,25 @@ class ImisApp:
 
     # ------------------------------------------------------------------ /_sim admin API
 
-    def _admin_route(self, method: str, lowered: list[str], segments: list[str]) -> Route:
-        table: dict[tuple[str, ...], dict[str, Handler]] = {
-            ("health",): {"GET": lambda r, p: json_reply(200, {"ok": True})},
-            ("counters",): {"GET": lambda r, p: json_reply(200, self.state.counters())},
-            ("counters", "reset"): {"POST": self._admin_reset_counters},
-            ("faults",): {"GET": self._admin_faults, "PATCH": self._admin_patch_faults},
+    def admin_routes(self) -> AdminRoutes:
+        return {
+            **super().admin_routes(),
             ("billings",): {"POST": self._admin_seed_billing},
             ("examples",): {"POST": self._admin_seed_examples},
             ("invoices",): {"GET": self._admin_invoices},
+            ("invoices", "*"): {"GET": self._admin_invoice},
+            ("invoices", "*", "payments"): {"POST": self._admin_payment},
+            ("billing-logs", "*", "history"): {"GET": self._admin_history},
             ("tasks",): {"GET": lambda r, p: json_reply(200, self._tasks())},
+            ("tasks", "*"): {"GET": self._admin_task},
             ("tokens", "expire"): {"POST": self._admin_expire_tokens},
-            ("reset",): {"POST": self._admin_reset},
         }
-        handlers = table.get(tuple(lowered))
-        params: tuple[str, ...] = ()
-        if handlers is None and len(lowered) == 3 and lowered[0] == "invoices" and lowered[2] == "payments":
-            handlers, params = {"POST": self._admin_payment}, (segments[1],)
-        elif handlers is None and len(lowered) == 2 and lowered[0] == "invoices":
-            handlers, params = {"GET": self._admin_invoice}, (segments[1],)
-        elif handlers is None and len(lowered) == 3 and lowered[0] == "billing-logs" and lowered[2] == "history":
-            handlers, params = {"GET": self._admin_history}, (segments[1],)
-        elif handlers is None and len(lowered) == 2 and lowered[0] == "tasks":
-            handlers, params = {"GET": self._admin_task}, (segments[1],)
-        if handlers is None:
-            return Route(None, _not_found, auth=False)
-        handler = handlers.get(method)
-        if handler is None:
-            return Route(None, _method_not_allowed, auth=False)
-        return Route(None, handler, params, auth=False)
-
-    def _admin_reset_counters(self, _: Request, __: tuple[str, ...]) -> Reply:
-        self.state.reset_counters()
-        return json_reply(200, self.state.counters())
-
-    def _admin_faults(self, _: Request, __: tuple[str, ...]) -> Reply:
-        return json_reply(200, self.state.faults.settings.public_dict())
-
-    def _admin_patch_faults(self, request: Request, _: tuple[str, ...]) -> Reply:
-        patch = wire.load_json(request.body)
-        if not isinstance(patch, dict):
-            raise BadRequest("The fault patch must be a JSON object.")
-        try:
-            updated: Faults = self.state.faults.update(_floats(patch))
-        except ValidationError as exc:
-            return json_reply(400, {"error": "invalid fault settings", "details": _errors(exc)})
-        return json_reply(200, updated.public_dict())
 
     def _admin_seed_billing(self, request: Request, _: tuple[str, ...]) -> Reply:
         try:
-            body = SeedBillingBody.model_validate(_floats(wire.load_json(request.body)))
+            body = SeedBillingBody.model_validate(decimals_to_floats(wire.load_json(request.body)))
         except ValidationError as exc:
-            return json_reply(400, {"error": "invalid seed request", "details": _errors(exc)})
+            return json_reply(400, {"error": "invalid seed request", "details": validation_details(exc)})
         seeded = self.state.seed_billing(
             body.invoices,
             body.seed,
@@ -534,14 +338,14 @@ class ImisApp:
             raw = wire.load_json(request.body) if request.body.strip() else {}
             body = ExamplesBody.model_validate(raw)
         except ValidationError as exc:
-            return json_reply(400, {"error": "invalid examples request", "details": _errors(exc)})
+            return json_reply(400, {"error": "invalid examples request", "details": validation_details(exc)})
         return json_reply(201, self.state.seed_examples(body.invoice_8158).to_dict())
 
     def _admin_payment(self, request: Request, params: tuple[str, ...]) -> Reply:
         try:
             body = PaymentBody.model_validate(wire.load_json(request.body))
         except ValidationError as exc:
-            return json_reply(400, {"error": "invalid payment", "details": _errors(exc)})
+            return json_reply(400, {"error": "invalid payment", "details": validation_details(exc)})
         with self.state.lock:
             invoice = self.state.apply_payment(params[0], body.amount, pending=body.pending)
             return json_reply(200, invoice.dump())
@@ -575,10 +379,6 @@ class ImisApp:
     def _admin_expire_tokens(self, _: Request, __: tuple[str, ...]) -> Reply:
         return json_reply(200, {"expired": self.state.expire_tokens()})
 
-    def _admin_reset(self, _: Request, __: tuple[str, ...]) -> Reply:
-        self.state.reset()
-        return json_reply(200, {"ok": True})
-
 
 _ENTITY_NAMES = {
     "billinglog": "BillingLog",
@@ -590,14 +390,6 @@ _ENTITY_NAMES = {
 _INVOICE_OPERATION_LOOKUP = {name.lower(): name for name in wire.INVOICE_OPERATIONS}
 
 
-def _not_found(_: Request, __: tuple[str, ...]) -> Reply:
-    return json_reply(404, wire.errors("No HTTP resource was found that matches the request URI."))
-
-
-def _method_not_allowed(_: Request, __: tuple[str, ...]) -> Reply:
-    return json_reply(405, wire.errors("The requested resource does not support this HTTP method."))
-
-
 def _dangerous_path(_: Request, __: tuple[str, ...]) -> Reply:
     return Reply(
         400,
@@ -605,28 +397,3 @@ def _dangerous_path(_: Request, __: tuple[str, ...]) -> Reply:
         b"</body></html>",
         HTML,
     )
-
-
-def _floats(value: Any) -> Any:
-    """Decimals from wire.load_json back to plain numbers for pydantic models of floats."""
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return value
-
-
-def _errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [{"loc": [str(x) for x in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-
-
-async def _send(send: Any, reply: Reply) -> None:
-    headers = [
-        (b"content-type", reply.content_type.encode()),
-        (b"content-length", str(len(reply.body)).encode()),
-    ]
-    headers += [(k.encode(), v.encode()) for k, v in reply.headers]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})

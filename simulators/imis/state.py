@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from simulators.common.counters import RequestCounters
 from simulators.imis.faults import FaultInjector, Faults
 
 CASH = 0
@@ -579,6 +580,7 @@ class ImisState:
         self.rng_seed = rng_seed
         self.faults = FaultInjector(faults, rng or random.Random(rng_seed))
         self.lock = threading.RLock()
+        self.traffic = RequestCounters()
         self._stop = threading.Event()
         self._init_entities()
         self._init_counters()
@@ -598,13 +600,9 @@ class ImisState:
         self.tasks: dict[str, TaskRecord] = {}
 
     def _init_counters(self) -> None:
-        self._requests: Counter[str] = Counter()
-        self._responses: Counter[int] = Counter()
         self._reversals: Counter[str] = Counter()
         self._refused_second = 0
         self._refused = 0
-        self._in_flight = 0
-        self._peak = 0
         self._rebills: list[dict[str, Any]] = []
         self._tokens_issued = 0
 
@@ -719,28 +717,13 @@ class ImisState:
 
     # ---------------------------------------------------------------- counters
 
-    def request_started(self, operation: str) -> None:
-        with self.lock:
-            self._requests[operation] += 1
-            self._in_flight += 1
-            self._peak = max(self._peak, self._in_flight)
-
-    def request_finished(self, status: int | None) -> None:
-        with self.lock:
-            self._in_flight -= 1
-            if status is not None:
-                self._responses[status] += 1
-
     def counters(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "requests": dict(self._requests),
-                "responses": {str(code): n for code, n in sorted(self._responses.items())},
+                **self.traffic.snapshot(),
                 "reversals": {k: v for k, v in self._reversals.items() if v > 0},
                 "refused_second_reversals": self._refused_second,
                 "refused_reversals": self._refused,
-                "peak_concurrency": self._peak,
-                "in_flight": self._in_flight,
                 "rebills": [dict(r) for r in self._rebills],
                 "tokens_issued": self._tokens_issued,
             }
@@ -748,10 +731,8 @@ class ImisState:
     def reset_counters(self) -> None:
         """Zero the counters and the concurrency peak; entities are kept."""
         with self.lock:
-            in_flight = self._in_flight
+            self.traffic.reset()
             self._init_counters()
-            self._in_flight = in_flight
-            self._peak = in_flight
 
     # ---------------------------------------------------------------- seeding
 

@@ -12,9 +12,7 @@ Decimal's digits (`95.00`, never a float).
 
 from __future__ import annotations
 
-import json
 import re
-import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
+from simulators.common import http
 from simulators.imis.state import (
     BadRequest,
     Batch,
@@ -65,28 +64,10 @@ def _list_type(item_type: str) -> str:
 # JSON encoding
 # ------------------------------------------------------------------------------------------------
 
-# A Decimal is first encoded as a string "\0<nonce>:<digits>\0", then the quotes and markers are
-# removed. The per-process nonce keeps a client-supplied string from ever looking like a marker.
-_NONCE = secrets.token_hex(8)
-_DECIMAL_MARK = re.compile(r'"\\u0000' + _NONCE + r':(-?[0-9.]+)\\u0000"')
-
-
-def _default(obj: object) -> object:
-    if isinstance(obj, Decimal):
-        return f"\x00{_NONCE}:{obj}\x00"
-    if isinstance(obj, datetime):
-        return render_datetime(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    raise TypeError(f"cannot encode {type(obj).__name__}")
-
 
 def dumps(obj: Any) -> bytes:
-    """JSON bytes; Decimals become bare numbers with their exact digits."""
-    text = json.dumps(obj, default=_default, separators=(",", ":"))
-    if "\\u0000" in text:
-        text = _DECIMAL_MARK.sub(r"\1", text)
-    return text.encode()
+    """JSON bytes; Decimals become bare numbers with their exact digits, datetimes as iMIS writes them."""
+    return http.dumps(obj, render_datetime=render_datetime)
 
 
 def render_datetime(moment: datetime | None) -> str | None:
@@ -241,12 +222,10 @@ def execute_result(result: Any) -> dict[str, Any]:
 
 
 def load_json(body: bytes) -> Any:
-    if not body.strip():
-        raise BadRequest("The request body is empty.")
     try:
-        return json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+        return http.load_json(body)
+    except http.InvalidBody as exc:
+        raise BadRequest(exc.message) from None
 
 
 def unwrap(value: Any) -> Any:
