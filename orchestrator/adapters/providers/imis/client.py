@@ -1,16 +1,14 @@
 """The typed iMIS REST client: one exchange per call, errors classified, replies parsed at the boundary.
 
-- The httpx transport is injected (composition root or test) with the timeout; this module never
-  builds one, and it refuses a timeout that leaves any phase unbounded. Each call is one
-  `httpx.Request` handed straight to the transport: `httpx.Client`'s auth and redirect flows and
-  event hooks do nothing for a bearer-token API that follows no redirect, and with its cookie jar
-  they cost about a quarter of each exchange's CPU. Cookies are still kept, but only once the
-  tenant sets one (a load balancer's affinity cookie, say): a tenant that sets none costs nothing.
+- The plumbing is `orchestrator.adapters.providers.http.ApiChannel`: the injected transport and
+  timeout (every phase bounded), one `httpx.Request` per call handed straight to the transport,
+  cookies kept once the tenant sets one, every exchange (`/token` included) reported to `observer`
+  as an `ApiCall`, secrets scrubbed from errors. This module builds iMIS's requests and reads its
+  replies.
 - One instance serves every worker thread of a process. The bearer token is fetched under a lock,
   refreshed ahead of `expires_in - refresh_margin_seconds`, and on a 401 fetched again once and the
   call repeated once; a second 401 is `ProviderAuthError`. That is the only repeat here: backoff for
   transient faults belongs to the orchestrator (one retry layer per failure type).
-- Every HTTP exchange, `/token` included, is reported to `observer` as an `ApiCall`.
 - The password and the token never appear in a repr, a log line or an exception message.
 """
 
@@ -18,20 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 import pydantic
 
+from orchestrator.adapters.providers.http import NO_BODY, ApiChannel, Parser, parse_model
 from orchestrator.adapters.providers.imis import envelopes
-from orchestrator.adapters.providers.imis.errors import NOT_DECODED, classify, outcome_of, protocol_error
+from orchestrator.adapters.providers.imis.errors import PLATFORM, classify, protocol_error
 from orchestrator.adapters.providers.imis.wire import (
     BatchSummaryData,
     BillingLogData,
@@ -40,15 +37,12 @@ from orchestrator.adapters.providers.imis.wire import (
     ServiceResponse,
     TokenResponse,
     WireModel,
-    decode_json,
     unwrap,
 )
 from orchestrator.domain.billing import ApiCall, CallOutcome
 from orchestrator.domain.errors import ProviderError
 
 __all__ = ["DEFAULT_TOKEN_LIFETIME_SECONDS", "ImisClient", "next_page_offset"]
-
-logger = logging.getLogger(__name__)
 
 #: Used when `/token` omits `expires_in`: the shortest lifetime seen in the field (20 minutes).
 DEFAULT_TOKEN_LIFETIME_SECONDS = 1200.0
@@ -57,15 +51,6 @@ M = TypeVar("M", bound=WireModel)
 R = TypeVar("R")
 
 _JSON_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": "rebill"}
-
-#: Parsed URLs kept per path: the fixed paths of every call, not the per-invoice ones beyond this.
-_URL_CACHE_SIZE = 64
-
-#: What a parser gets for a 2xx reply without a body.
-_NO_BODY: Any = object()
-
-#: A reply's parser: the body decoded once (or `_NO_BODY`) and the status code.
-Parser = Callable[[Any, int], R]
 
 
 class ImisClient:
@@ -84,35 +69,21 @@ class ImisClient:
         clock: Callable[[], float] = time.monotonic,
         wrap_primitives: bool = False,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         if not isinstance(password, pydantic.SecretStr):
             raise TypeError("password must be a pydantic.SecretStr")
-        unbounded = [
-            phase
-            for phase, value in (
-                ("connect", timeout.connect),
-                ("read", timeout.read),
-                ("write", timeout.write),
-                ("pool", timeout.pool),
-            )
-            if value is None
-        ]
-        if unbounded:
-            raise ValueError(
-                "the timeout given to ImisClient must bound every phase of a request "
-                f"(unbounded: {', '.join(unbounded)}); pass e.g. timeout=httpx.Timeout(30, connect=5)"
-            )
         if refresh_margin_seconds < 0:
             raise ValueError("refresh_margin_seconds must not be negative")
-        self._base_url = base_url.rstrip("/")
+        self._channel = ApiChannel(
+            platform=PLATFORM,
+            base_url=base_url,
+            transport=transport,
+            timeout=timeout,
+            classify=classify,
+            observer=observer,
+            secrets=self._secrets,
+        )
         self._username = username
         self._password = password
-        self._transport = transport
-        self._extensions = {"timeout": timeout.as_dict()}
-        self._urls: dict[str, httpx.URL] = {}
-        self._cookies = httpx.Cookies()
-        self._observer = observer
         self._refresh_margin = float(refresh_margin_seconds)
         self._clock = clock
         self._wrap_primitives = wrap_primitives
@@ -122,13 +93,13 @@ class ImisClient:
         self._refresh_at = 0.0
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self._base_url!r}, username={self._username!r})"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, username={self._username!r})"
 
     __str__ = __repr__
 
     @property
     def base_url(self) -> str:
-        return self._base_url
+        return self._channel.base_url
 
     @property
     def username(self) -> str:
@@ -377,33 +348,23 @@ class ImisClient:
                 return
             offset = next_offset
 
-    def _model(self, model: type[M], operation: str, *, mutating: bool = False) -> Parser[M]:
-        optional = self._optional_model(model, operation, mutating=mutating)
-
+    @staticmethod
+    def _model(model: type[M], operation: str, *, mutating: bool = False) -> Parser[M]:
         def parse(payload: Any, status_code: int) -> M:
-            parsed = optional(payload, status_code)
-            if parsed is None:
-                raise protocol_error(operation, mutating=mutating, what="an empty body", status_code=status_code)
-            return parsed
+            return parse_model(
+                model, payload, operation=operation, platform=PLATFORM, mutating=mutating, status_code=status_code
+            )
 
         return parse
 
     @staticmethod
     def _optional_model(model: type[M], operation: str, *, mutating: bool) -> Parser[M | None]:
-        def parse(payload: Any, status_code: int) -> M | None:
-            if payload is _NO_BODY:
-                return None
-            try:
-                return model.model_validate(payload)
-            except pydantic.ValidationError as exc:
-                raise protocol_error(
-                    operation,
-                    mutating=mutating,
-                    what=f"unexpected {model.__name__} shape: {_summarise(exc)}",
-                    status_code=status_code,
-                ) from None
+        parse = ImisClient._model(model, operation, mutating=mutating)
 
-        return parse
+        def optional(payload: Any, status_code: int) -> M | None:
+            return None if payload is NO_BODY else parse(payload, status_code)
+
+        return optional
 
     def _request(
         self,
@@ -424,21 +385,12 @@ class ImisClient:
             headers = {**_JSON_HEADERS, "Authorization": f"Bearer {token}"}
             if content is not None:
                 headers["Content-Type"] = "application/json"
-            request = httpx.Request(
-                method, self._url(path), params=params, content=content, headers=headers, extensions=self._extensions
-            )
-            started_at, started = datetime.now(UTC), time.perf_counter()
-            try:
-                response = self._exchange(request)
-            except httpx.HTTPError as exc:
-                failure = self._failure(classify(operation=operation, mutating=mutating, exc=exc))
-                self._report(operation, started_at, started, None, failure)
-                raise failure from exc
+            request = self._channel.request(method, path, params=params, content=content, headers=headers)
+            response, watch = self._channel.send(operation, request, mutating=mutating)
             if response.status_code == 401 and attempt == 1:
-                self._report(
+                self._channel.report(
                     operation,
-                    started_at,
-                    started,
+                    watch,
                     401,
                     None,
                     outcome=CallOutcome.TRANSIENT,
@@ -446,54 +398,12 @@ class ImisClient:
                 )
                 self._invalidate_token(generation)
                 continue
-            payload = _decode_success(response)
-            error = classify(
-                operation=operation,
-                mutating=mutating,
-                status_code=response.status_code,
-                headers=response.headers,
-                body=response.content,
-                payload=payload,
-            )
-            if error is None:
-                try:
-                    result = parse(payload, response.status_code)
-                except ProviderError as exc:
-                    error = exc
-                else:
-                    self._report(operation, started_at, started, response.status_code, None)
-                    return result
-            failure = self._failure(error)
-            self._report(operation, started_at, started, response.status_code, failure)
-            raise failure
+            return self._channel.settle(operation, response, watch, mutating=mutating, parse=parse)
         raise AssertionError("unreachable: the second attempt always returns or raises")  # pragma: no cover
 
     def one_slot(self) -> AbstractContextManager[None]:
         """This thread's calls inside share one of the tenant's slots, when the transport is limited."""
-        one_slot = getattr(self._transport, "one_slot", None)
-        return one_slot() if one_slot is not None else contextlib.nullcontext()
-
-    def _url(self, path: str) -> httpx.URL:
-        url = self._urls.get(path)
-        if url is None:
-            url = httpx.URL(self._base_url + path)
-            if len(self._urls) < _URL_CACHE_SIZE:
-                self._urls[path] = url
-        return url
-
-    def _exchange(self, request: httpx.Request) -> httpx.Response:
-        """Send one request and read its whole reply; the connection (and the tenant's slot) is freed on return."""
-        if self._cookies:
-            self._cookies.set_cookie_header(request)
-        response = self._transport.handle_request(request)
-        response.request = request
-        try:
-            response.read()
-        finally:
-            response.close()
-        if "set-cookie" in response.headers:
-            self._cookies.extract_cookies(response)
-        return response
+        return self._channel.one_slot()
 
     # --- token -------------------------------------------------------------------------------------------
 
@@ -519,35 +429,12 @@ class ImisClient:
             "username": self._username,
             "password": self._password.get_secret_value(),
         }
-        started_at, started = datetime.now(UTC), time.perf_counter()
+        request = self._channel.request("POST", "/token", data=form, headers=_JSON_HEADERS)
         try:
-            request = httpx.Request(
-                "POST", self._url("/token"), data=form, headers=_JSON_HEADERS, extensions=self._extensions
-            )
-            response = self._exchange(request)
-        except httpx.HTTPError as exc:
-            failure = self._failure(classify(operation=operation, exc=exc))
-            self._report(operation, started_at, started, None, failure)
+            response, watch = self._channel.send(operation, request, mutating=False)
+        except ProviderError as failure:
             raise failure from None  # the request object holds the password: do not chain it
-        payload = _decode_success(response)
-        error = classify(
-            operation=operation,
-            status_code=response.status_code,
-            headers=response.headers,
-            body=response.content,
-            payload=payload,
-        )
-        token: TokenResponse | None = None
-        if error is None:
-            try:
-                token = TokenResponse.model_validate(payload)
-            except pydantic.ValidationError:
-                # Never echo the body or pydantic's input: it holds the token.
-                error = protocol_error(operation, mutating=False, what="no access_token in the /token reply")
-        if token is None:
-            failure = self._failure(error)
-            self._report(operation, started_at, started, response.status_code, failure)
-            raise failure
+        token = self._channel.settle(operation, response, watch, mutating=False, parse=_token_response)
         lifetime = DEFAULT_TOKEN_LIFETIME_SECONDS
         if token.expires_in is not None and token.expires_in >= 0:
             lifetime = token.expires_in
@@ -557,70 +444,17 @@ class ImisClient:
         self._token = token.access_token
         self._token_generation += 1
         self._refresh_at = asked_at + lifetime - margin
-        self._report(operation, started_at, started, response.status_code, None)
 
-    # --- reporting ---------------------------------------------------------------------------------------
-
-    def _failure(self, error: ProviderError | None) -> ProviderError:
-        """The error to raise, with the password and token removed should a server ever echo them."""
-        if error is None:  # pragma: no cover - classify always returns an error for these paths
-            error = protocol_error("imis", mutating=False, what="unclassified failure")
-        secrets = [self._password.get_secret_value()]
-        if self._token is not None:
-            secrets.append(self._token.get_secret_value())
-        message = error.message
-        for secret in secrets:
-            if len(secret) >= 3 and secret in message:
-                message = message.replace(secret, "***")
-        if message != error.message:
-            error.message = message
-            error.args = (message,)
-        return error
-
-    def _report(
-        self,
-        operation: str,
-        started_at: datetime,
-        started: float,
-        status_code: int | None,
-        error: ProviderError | None,
-        *,
-        outcome: CallOutcome | None = None,
-        note: str | None = None,
-    ) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000
-        call = ApiCall(
-            operation=operation,
-            outcome=outcome or outcome_of(error),
-            latency_ms=latency_ms,
-            started_at=started_at,
-            status_code=status_code,
-            error=note if error is None else error.message,
-        )
-        logger.debug("imis %s -> %s %s in %.1f ms", operation, status_code or "-", call.outcome.value, latency_ms)
-        if self._observer is None:
-            return
-        try:
-            self._observer(call)
-        except Exception:
-            logger.exception("the ApiCall observer failed for %s; the call itself is unaffected", operation)
+    def _secrets(self) -> tuple[pydantic.SecretStr | None, ...]:
+        """What an error message must never show, should a server echo it."""
+        return self._password, self._token
 
 
-def _decode_success(response: httpx.Response) -> Any:
-    """A 2xx body decoded once, for `classify` and the parser alike (a 500-invoice page is 1.3 MB).
-
-    `_NO_BODY` when there is none; `NOT_DECODED` when the reply is not a 2xx or not JSON, so that
-    `classify` names what is wrong with it.
-    """
-    if not 200 <= response.status_code < 300:
-        return NOT_DECODED
-    raw = response.content
-    if response.status_code == 204 or not raw.strip():
-        return _NO_BODY
-    try:
-        return decode_json(raw)
-    except ValueError:
-        return NOT_DECODED
+def _token_response(payload: Any, _: int) -> TokenResponse:
+    with contextlib.suppress(pydantic.ValidationError):
+        return TokenResponse.model_validate(payload)
+    # Raised out here, so the error holds no trace of the body or pydantic's input: they hold the token.
+    raise protocol_error("token", mutating=False, what="no access_token in the /token reply")
 
 
 def _segment(value: str) -> str:
@@ -645,13 +479,3 @@ def next_page_offset(page: PagedResult[Any], asked: int, operation: str) -> int 
             what=f"paging does not advance (offset {asked}, {received} items, NextOffset {page.NextOffset})",
         )
     return next_offset
-
-
-def _summarise(exc: pydantic.ValidationError) -> str:
-    """Where and what, never the offending input (it may be large, or sensitive)."""
-    parts = [
-        f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}"
-        for error in exc.errors(include_input=False, include_url=False)[:3]
-    ]
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -8,8 +8,8 @@ Tolerance rules, because iMIS versions and tenants differ (reference/imis-api.md
 - Enumerations (`Status`, `AccountingMethod`, `AutoPayOption`) may come as integers, numeric strings or
   names (`"Cash"`, `"BillAllContacts"`, `"Reversing invoices"`); names compare case- and space-blind.
 - Unknown extra fields are ignored; every model is frozen.
-- Money is `Decimal` and never passes through `float`: bodies are decoded by `decode_json`
-  (`json.loads(..., parse_float=Decimal)`), and a float reaching a money field is refused.
+- Money is `Decimal` and never passes through `float`: bodies are decoded by the shared `decode_json`
+  (`orchestrator.adapters.providers.http`, re-exported here), and a float reaching a money field is refused.
 - Dates are read with or without `Z`/offset and with .NET's seven fractional digits.
 
 Only `client.py` and `provider.py` import this module; the domain never sees these types.
@@ -17,7 +17,6 @@ Only `client.py` and `provider.py` import this module; the domain never sees the
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -34,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.adapters.providers.http import decode_json
 from orchestrator.domain.billing import AccountingMethod, AutoPayOption, BatchStatus, BillingLogStatus
 
 __all__ = [
@@ -57,19 +57,6 @@ __all__ = [
     "parse_billing_log_status",
     "unwrap",
 ]
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
-def decode_json(raw: bytes | str) -> Any:
-    """Decode a JSON body; every non-integer number becomes an exact `Decimal`.
-
-    Raises `ValueError` (a `json.JSONDecodeError` or a `UnicodeDecodeError`) when the body is not JSON.
-    """
-    text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
-    return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
 
 
 def unwrap(value: Any) -> Any:

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.adapters.providers.imis.errors import classify, outcome_of, parse_retry_after
+from orchestrator.adapters.providers.http import transport_failure
+from orchestrator.adapters.providers.imis.errors import classify
 from orchestrator.adapters.providers.imis.wire import decode_json
-from orchestrator.domain.billing import CallOutcome
 from orchestrator.domain.errors import (
     ProviderAuthError,
     ProviderError,
@@ -67,54 +67,6 @@ class Row:
 
 
 ROWS = [
-    # --- nothing came back ---------------------------------------------------------------------------
-    Row("connect-error", ProviderUnavailable, exc=httpx.ConnectError("Connection refused"), says=("connect",)),
-    Row(
-        "connect-error-on-write",
-        ProviderUnavailable,
-        operation=WRITE,
-        mutating=True,
-        exc=httpx.ConnectError("Connection refused"),
-        applied=False,
-    ),
-    Row("connect-timeout", ProviderTimeout, exc=httpx.ConnectTimeout("timed out")),
-    Row(
-        "connect-timeout-on-write",
-        ProviderTimeout,
-        operation=WRITE,
-        mutating=True,
-        exc=httpx.ConnectTimeout("timed out"),
-        applied=False,
-    ),
-    Row("pool-timeout-on-write", ProviderTimeout, operation=WRITE, mutating=True, exc=httpx.PoolTimeout("x")),
-    Row("read-timeout-on-read", ProviderTimeout, exc=httpx.ReadTimeout("timed out"), applied=False),
-    Row(
-        "read-timeout-on-write",
-        ProviderTimeout,
-        operation=WRITE,
-        mutating=True,
-        exc=httpx.ReadTimeout("timed out"),
-        applied=True,
-        says=("settle by reading",),
-    ),
-    Row(
-        "write-timeout-on-write",
-        ProviderTimeout,
-        operation=WRITE,
-        mutating=True,
-        exc=httpx.WriteTimeout("x"),
-        applied=True,
-    ),
-    Row(
-        "connection-dropped-on-write",
-        ProviderUnavailable,
-        operation=WRITE,
-        mutating=True,
-        exc=httpx.RemoteProtocolError("Server disconnected without sending a response."),
-        applied=True,
-    ),
-    Row("connection-dropped-on-read", ProviderUnavailable, exc=httpx.ReadError("reset"), applied=False),
-    Row("unsupported-scheme", ProviderProtocolError, exc=httpx.UnsupportedProtocol("ftp")),
     # --- throttling ----------------------------------------------------------------------------------
     Row("429-seconds", ProviderThrottled, status_code=429, headers={"Retry-After": "7"}, retry_after=7.0),
     Row(
@@ -374,31 +326,16 @@ def test_classify_reads_the_payload_it_is_given_instead_of_decoding_again() -> N
     assert "Invoice has payments" in str(error)
 
 
+def test_an_exception_is_read_by_the_shared_transport_failure() -> None:
+    # Its table is tests/unit/providers/test_http.py; classify only names the platform.
+    exc = httpx.ReadTimeout("timed out")
+    error = classify(operation=WRITE, mutating=True, exc=exc)
+    assert repr(error) == repr(transport_failure(exc, operation=WRITE, mutating=True, platform="iMIS"))
+
+
 def test_classify_needs_a_reply_or_an_exception() -> None:
     with pytest.raises(ValueError, match="exc or status_code"):
         classify(operation=READ)
-
-
-def test_outcomes() -> None:
-    assert outcome_of(None) is CallOutcome.OK
-    assert outcome_of(ProviderThrottled("x")) is CallOutcome.TRANSIENT
-    assert outcome_of(ProviderRefused("x")) is CallOutcome.PERMANENT
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        (None, None),
-        ("", None),
-        ("0", 0.0),
-        ("2.5", 2.5),
-        ("Tue, 09 Sep 2025 12:01:00 GMT", 60.0),
-        ("not a date", None),
-        ("-3", None),
-    ],
-)
-def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
-    assert parse_retry_after(value, now=NOW) == seconds
 
 
 def test_long_messages_are_clipped() -> None:
