@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from celery import Celery
 
 from orchestrator.adapters.broker import embedded
+from orchestrator.adapters.broker.celery import CeleryDispatcher, celery_config, producer_app
 from orchestrator.adapters.ledger.database import LedgerEngines, create_engines, default_sqlite_url, migrate
 from orchestrator.adapters.ledger.sql import SqlLedger
-from orchestrator.adapters.providers.imis import ImisClient, ImisProvider
-from orchestrator.adapters.providers.tenant_limit import (
-    LimitedTransport,
-    TenantLimiter,
-    tenant_key,
-)
+from orchestrator.adapters.providers.platform import Connection
+from orchestrator.adapters.providers.registry import PLATFORMS
+from orchestrator.adapters.providers.tenant_limit import LimitedTransport, TenantLimiter, tenant_key
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.services.context import CallRecorder, Context, Runtime
@@ -39,6 +38,16 @@ def redis_url(settings: Settings) -> str:
     return embedded.ensure_running(settings.data_dir).redis_url
 
 
+def broker_config(settings: Settings, url: str) -> dict[str, Any]:
+    """Celery's configuration, the same for every process of a deployment."""
+    return celery_config(
+        url,
+        queue=settings.queue,
+        visibility_timeout_seconds=settings.visibility_timeout_seconds,
+        reconcile_interval_seconds=settings.reconcile_interval_seconds,
+    )
+
+
 def database_url(settings: Settings) -> str:
     return settings.database_url or default_sqlite_url(Path(settings.data_dir))
 
@@ -46,31 +55,33 @@ def database_url(settings: Settings) -> str:
 def runtime(settings: Settings) -> Runtime:
     return Runtime(
         lease_seconds=settings.lease_seconds,
-        dispatch_window=settings.chunks_in_broker(),
+        dispatch_window=settings.dispatch_window or 16,
+        dispatch_windows={name: settings.chunks_in_broker(name) for name in settings.providers},
         lost_message_seconds=settings.lost_message_seconds,
         max_deliveries=settings.max_deliveries,
         rebill_settle_seconds=settings.rebill_settle_seconds,
         max_countdown_seconds=settings.visibility_timeout_seconds / 2,
         # A write may wait for a tenant slot (up to the pool timeout, the read timeout) then connect and read.
-        write_budget_seconds=2 * (settings.imis_timeout_seconds + settings.imis_connect_timeout_seconds),
+        write_budget_seconds=settings.longest_write_seconds(),
         claim_batch_size=settings.claim_batch_size,
     )
 
 
-def http_transport(settings: Settings, *, limiter: TenantLimiter | None = None) -> httpx.BaseTransport:
-    """The one httpx transport per process (its connection pool); it retries connect errors only.
+def http_transport(settings: Settings, provider: str, *, limiter: TenantLimiter | None = None) -> httpx.BaseTransport:
+    """One provider's httpx transport per process (its connection pool); it retries connect errors only.
 
-    With a limiter, every exchange holds one of the tenant's slots (REBILL_IMIS_MAX_CONCURRENCY,
-    REBILL_IMIS_RATE_LIMIT) shared through Redis by every worker. A slot wait counts against the
+    With a limiter, every exchange holds one of the tenant's slots (REBILL_<PROVIDER>_MAX_CONCURRENCY,
+    REBILL_<PROVIDER>_RATE_LIMIT) shared through Redis by every worker. A slot wait counts against the
     pool timeout.
     """
+    cap = settings.provider(provider).max_concurrency
     transport: httpx.BaseTransport = httpx.HTTPTransport(
         retries=2,
-        # The tenant limit keeps at most imis_max_concurrency exchanges in flight, so more idle
-        # connections than that would only be scanned by httpcore on every request.
+        # The tenant limit keeps at most `cap` exchanges in flight, so more idle connections than
+        # that would only be scanned by httpcore on every request.
         limits=httpx.Limits(
             max_connections=settings.worker_concurrency * 2,
-            max_keepalive_connections=min(settings.worker_concurrency, settings.imis_max_concurrency),
+            max_keepalive_connections=min(settings.worker_concurrency, cap),
         ),
     )
     if limiter is not None:
@@ -78,35 +89,66 @@ def http_transport(settings: Settings, *, limiter: TenantLimiter | None = None) 
     return transport
 
 
-def tenant_limiter(settings: Settings) -> TenantLimiter:
-    """The tenant's shared limit, in the broker's Redis (a killed holder's slot returns after its lease)."""
-    base_url, _, _ = settings.require_imis()
+def tenant_limiter(settings: Settings, provider: str) -> TenantLimiter:
+    """One tenant's shared limit, in the broker's Redis (a killed holder's slot returns after its lease)."""
+    platform = settings.provider(provider)
+    platform.require()
     return TenantLimiter.from_url(
         redis_url(settings),
-        tenant_key(base_url),
-        max_concurrency=settings.imis_max_concurrency,
-        rate=settings.imis_rate_limit,
-        lease_seconds=settings.imis_slot_lease_seconds,
-        handoff_seconds=settings.imis_slot_handoff_seconds,
+        tenant_key(platform.base(), provider),
+        max_concurrency=platform.max_concurrency,
+        rate=platform.rate_limit,
+        lease_seconds=platform.slot_lease_seconds,
+        handoff_seconds=platform.slot_handoff_seconds,
     )
 
 
-class UnconfiguredProvider:
-    """Stands in when REBILL_IMIS_* are unset: reading the ledger needs no tenant, calling one does."""
+class ProviderRegistry:
+    """The `Providers` port: each configured platform's provider, built on first use and kept."""
 
-    name = "imis"
+    def __init__(self, settings: Settings, container: Container) -> None:
+        self._settings = settings
+        self._container = container
+        self._built: dict[str, BillingProvider] = {}
+        self._lock = threading.Lock()
 
-    def __init__(self, error: ConfigurationError) -> None:
-        self._error = error
+    def names(self) -> list[str]:
+        return self._settings.configured_providers()
 
-    def __getattr__(self, name: str) -> Any:
-        raise self._error
+    def get(self, name: str) -> BillingProvider:
+        with self._lock:
+            provider = self._built.get(name)
+            if provider is None:
+                provider = self._built[name] = self._build(name)
+            return provider
+
+    def _build(self, name: str) -> BillingProvider:
+        platform = PLATFORMS.get(name)
+        if platform is None:
+            raise ConfigurationError(f"no provider {name[:40]!r}: rebill knows {', '.join(PLATFORMS)}")
+        settings = self._settings.provider(name)
+        settings.require()
+        connection = Connection(
+            transport=self._container.transport(name),
+            timeout=httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
+            observer=functools.partial(self._container.recorder.record, provider=name),
+        )
+        return platform.build(settings, connection)
+
+    def built(self) -> list[BillingProvider]:
+        with self._lock:
+            return list(self._built.values())
 
 
 @dataclass
 class Container:
     settings: Settings
     recorder: CallRecorder = field(default_factory=CallRecorder)
+
+    def __post_init__(self) -> None:
+        self._transports: dict[str, httpx.BaseTransport] = {}
+        self._limiters: dict[str, TenantLimiter] = {}
+        self._transports_lock = threading.Lock()
 
     @functools.cached_property
     def engines(self) -> LedgerEngines:
@@ -124,47 +166,44 @@ class Container:
 
     @functools.cached_property
     def producer(self) -> Celery:
-        from workers.celery_app import producer_app  # the workers package depends on us, not the other way
-
-        return producer_app(self.settings, self.broker_url)
+        return producer_app(broker_config(self.settings, self.broker_url))
 
     @functools.cached_property
     def dispatcher(self) -> Dispatcher:
-        from workers.dispatch import CeleryDispatcher
-
         return CeleryDispatcher(
             self.producer, queue=self.settings.queue, max_countdown_seconds=self.settings.visibility_timeout_seconds / 2
         )
 
-    @functools.cached_property
-    def transport(self) -> httpx.BaseTransport:
-        return http_transport(self.settings, limiter=tenant_limiter(self.settings))
+    def limiter(self, provider: str) -> TenantLimiter:
+        """The provider's tenant limit (its Redis keys); one per process."""
+        with self._transports_lock:
+            return self._limiter_locked(provider)
+
+    def _limiter_locked(self, provider: str) -> TenantLimiter:
+        limiter = self._limiters.get(provider)
+        if limiter is None:
+            limiter = self._limiters[provider] = tenant_limiter(self.settings, provider)
+        return limiter
+
+    def transport(self, provider: str) -> httpx.BaseTransport:
+        """The provider's transport, limited by its tenant's shared cap; one per process."""
+        with self._transports_lock:
+            transport = self._transports.get(provider)
+            if transport is None:
+                limiter = self._limiter_locked(provider)
+                transport = self._transports[provider] = http_transport(self.settings, provider, limiter=limiter)
+            return transport
 
     @functools.cached_property
-    def provider(self) -> BillingProvider:
-        base_url, username, password = self.settings.require_imis()
-        client = ImisClient(
-            base_url=base_url,
-            username=username,
-            password=password,
-            transport=self.transport,
-            timeout=httpx.Timeout(
-                self.settings.imis_timeout_seconds, connect=self.settings.imis_connect_timeout_seconds
-            ),
-            observer=self.recorder.record,
-        )
-        return ImisProvider(client, page_size=self.settings.imis_page_size)
+    def providers(self) -> ProviderRegistry:
+        return ProviderRegistry(self.settings, self)
 
     @functools.cached_property
     def context(self) -> Context:
-        """Every service's dependencies; without tenant settings the provider explains what is missing."""
-        try:
-            provider = self.provider
-        except ConfigurationError as error:
-            provider = cast(BillingProvider, UnconfiguredProvider(error))
+        """Every service's dependencies; a provider that is not configured says what is missing when used."""
         return Context(
             ledger=self.ledger,
-            provider=provider,
+            providers=self.providers,
             dispatcher=self.dispatcher,
             recorder=self.recorder,
             runtime=runtime(self.settings),
@@ -173,7 +212,9 @@ class Container:
     def close(self) -> None:
         if "producer" in self.__dict__:
             self.producer.close()
-        if "transport" in self.__dict__:
-            self.transport.close()
+        with self._transports_lock:
+            for transport in self._transports.values():
+                transport.close()
+            self._transports.clear()
         if "engines" in self.__dict__:
             self.engines.dispose()

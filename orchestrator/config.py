@@ -1,16 +1,21 @@
 """The one typed settings object. Every setting is an environment variable with the REBILL_ prefix.
 
-The names of the first group are a public interface: keep them.
+Each configured platform's settings (`REBILL_IMIS_*`, `REBILL_ARIA_*`, ...) are its provider
+package's own `ProviderSettings`, gathered here by the provider registry, so that `Settings` is
+still the one object the composition root is built from. The names of the first group are a public
+interface: keep them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator.adapters.providers.registry import PLATFORMS
+from orchestrator.adapters.providers.settings import ProviderSettings
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.domain.run import RunOptions
 
@@ -26,24 +31,6 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker; unset = embedded Redis in data_dir")
     database_url: str | None = Field(None, description="SQLAlchemy URL; unset = SQLite in data_dir")
     data_dir: Path = Field(Path(".rebill"), description="Embedded Redis, SQLite ledger, reports")
-    imis_base_url: AnyHttpUrl | None = None
-    imis_username: str | None = None
-    imis_password: SecretStr | None = None
-
-    # The tenant and how hard we may push it.
-    imis_timeout_seconds: PositiveFloat = 30.0
-    imis_connect_timeout_seconds: PositiveFloat = 5.0
-    imis_max_concurrency: PositiveInt = 4
-    imis_rate_limit: PositiveFloat | None = Field(None, description="requests per second, all workers")
-    imis_page_size: PositiveInt = 500
-    imis_slot_lease_seconds: PositiveFloat = Field(
-        20.0, description="how long a killed worker's tenant slot stays taken (live ones are renewed)"
-    )
-    imis_slot_handoff_seconds: NonNegativeFloat = Field(
-        1.0,
-        description="a worker's threads pass a slot among themselves for this long before it goes back "
-        "through Redis to every worker; 0 = always through Redis",
-    )
 
     # Workers and the broker.
     queue: str = "rebill"
@@ -54,23 +41,27 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: PositiveFloat = 15.0
     dispatch_window: PositiveInt | None = Field(
         None,
-        description="chunks of a run in the broker at once; unset = twice REBILL_IMIS_MAX_CONCURRENCY, at least 16",
+        description="chunks of a run in the broker at once; unset = twice the run's provider's "
+        "REBILL_<PROVIDER>_MAX_CONCURRENCY, at least 16",
     )
     claim_batch_size: PositiveInt = Field(
         10, description="items a worker claims at once; their outcomes are written together after the batch"
     )
     max_deliveries: PositiveInt = 5
     rebill_settle_seconds: PositiveFloat = 120.0
+    task_max_retries: PositiveInt = Field(
+        20,
+        description="retries of a task (planning, a follow-up tick, a firing) on transient errors; "
+        "past them the reconciler takes the work up again from the ledger",
+    )
+    task_retry_backoff_seconds: PositiveFloat = 2.0
+    task_retry_backoff_max_seconds: PositiveFloat = 300.0
 
     # Run defaults (each can be overridden per run on the command line).
     chunk_size: PositiveInt = 50
     max_attempts: PositiveInt = 5
     retry_backoff_seconds: PositiveFloat = 1.0
     retry_backoff_max_seconds: PositiveFloat = 120.0
-    adjustment_reason: str = "Reverse and rebill"
-    do_not_cancel_membership: bool = True
-    automatically_post_batch: bool = True
-    post_unposted_batch: bool = True
     poll_interval_seconds: PositiveFloat = 5.0
     stall_after_seconds: PositiveFloat = 1800.0
 
@@ -90,24 +81,48 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
 
+    # Every platform's own settings, by provider name (filled by `load_settings`, not by one variable).
+    providers: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
     @model_validator(mode="after")
     def _lease_outlives_a_write(self) -> Settings:
-        """A claim renewed just before a reversal must outlive that call, or two workers could send it."""
-        longest_call = self.imis_timeout_seconds + self.imis_connect_timeout_seconds
-        if self.lease_seconds <= 2 * longest_call:
-            raise ValueError(
-                f"REBILL_LEASE_SECONDS ({self.lease_seconds:g}) must exceed twice REBILL_IMIS_TIMEOUT_SECONDS + "
-                f"REBILL_IMIS_CONNECT_TIMEOUT_SECONDS ({2 * longest_call:g})"
-            )
+        """A claim renewed just before a write must outlive that call, or two workers could send it."""
+        for name, platform in self.providers.items():
+            longest_call = platform.timeout_seconds + platform.connect_timeout_seconds
+            if self.lease_seconds <= 2 * longest_call:
+                prefix = platform.env_name("")
+                raise ValueError(
+                    f"REBILL_LEASE_SECONDS ({self.lease_seconds:g}) must exceed twice {prefix}TIMEOUT_SECONDS + "
+                    f"{prefix}CONNECT_TIMEOUT_SECONDS ({2 * longest_call:g}) of provider {name}"
+                )
         return self
 
-    def chunks_in_broker(self) -> int:
-        """The dispatch window. A chunk's items are worked one after another, one call at a time, so a
-        run uses at most this many of the tenant's slots: it must exceed the cap, with room for the
-        moments a thread spends between calls (ledger writes, parsing)."""
+    def provider(self, name: str) -> ProviderSettings:
+        return self.providers[name]  # type: ignore[no-any-return]  # filled with ProviderSettings only
+
+    def configured_providers(self) -> list[str]:
+        """Providers whose required settings are all set, in registry order."""
+        return [name for name, platform in self.providers.items() if platform.configured]
+
+    def longest_write_seconds(self) -> float:
+        """The longest one write call may take on any provider, slot wait included (pool = read timeout)."""
+        return max((2 * (p.timeout_seconds + p.connect_timeout_seconds) for p in self.providers.values()), default=70.0)
+
+    def chunks_in_broker(self, provider: str) -> int:
+        """The dispatch window of a run on `provider`. A chunk's items are worked one after another, one
+        call at a time, so a run uses at most this many of the tenant's slots: it must exceed the cap,
+        with room for the moments a thread spends between calls (ledger writes, parsing)."""
         if self.dispatch_window is not None:
             return self.dispatch_window
-        return max(16, 2 * self.imis_max_concurrency)
+        return max(16, 2 * self.provider(provider).max_concurrency)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret these settings hold, so logs and errors can redact it (defined once, here)."""
+        found = [self.flower_basic_auth]
+        for platform in self.providers.values():
+            values = (getattr(platform, field) for field in type(platform).model_fields)
+            found.extend(value for value in values if isinstance(value, SecretStr))
+        return tuple(secret.get_secret_value() for secret in found if secret is not None)
 
     def run_options(self, **overrides: object) -> RunOptions:
         """Run options from these defaults, with the non-None `overrides` applied."""
@@ -116,45 +131,45 @@ class Settings(BaseSettings):
             "max_attempts": self.max_attempts,
             "retry_backoff_seconds": self.retry_backoff_seconds,
             "retry_backoff_max_seconds": self.retry_backoff_max_seconds,
-            "adjustment_reason": self.adjustment_reason,
-            "do_not_cancel_membership": self.do_not_cancel_membership,
-            "automatically_post_batch": self.automatically_post_batch,
-            "post_unposted_batch": self.post_unposted_batch,
             "poll_interval_seconds": self.poll_interval_seconds,
             "stall_after_seconds": self.stall_after_seconds,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return RunOptions(**values)  # type: ignore[arg-type]  # keys are RunOptions fields
 
-    def require_imis(self) -> tuple[str, str, SecretStr]:
-        """The tenant's URL and credentials, or a ConfigurationError naming what is missing."""
-        missing = [
-            name
-            for name, value in (
-                ("REBILL_IMIS_BASE_URL", self.imis_base_url),
-                ("REBILL_IMIS_USERNAME", self.imis_username),
-                ("REBILL_IMIS_PASSWORD", self.imis_password),
-            )
-            if not value
-        ]
-        if missing:
-            raise ConfigurationError(f"{', '.join(missing)} must be set to talk to iMIS")
-        assert self.imis_base_url is not None
-        assert self.imis_username is not None
-        assert self.imis_password is not None
-        return str(self.imis_base_url).rstrip("/"), self.imis_username, self.imis_password
-
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment; a bad value becomes a ConfigurationError naming the variable."""
+    """Settings from the environment; a bad value becomes a ConfigurationError naming the variable.
+
+    An override named `<provider>_<field>` (e.g. `imis_base_url`) goes to that provider's settings.
+    """
+    problems: list[str] = []
+    providers: dict[str, ProviderSettings] = {}
+    core = dict(overrides)
+    for name, platform in PLATFORMS.items():
+        prefix = f"{name}_"
+        mine = {key[len(prefix) :]: core.pop(key) for key in list(core) if key.startswith(prefix)}
+        try:
+            providers[name] = platform.settings.model_validate(mine)
+        except ValidationError as error:
+            problems.extend(_problems(error, platform.settings.env_name("")))
+    if problems:
+        raise ConfigurationError("invalid settings: " + "; ".join(problems))
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic validates the keywords
+        return Settings(**core, providers=providers)  # type: ignore[arg-type]  # pydantic validates the keywords
     except ValidationError as error:
-        problems = []
-        for issue in error.errors():
-            if issue["loc"]:
-                name = "REBILL_" + "_".join(str(part) for part in issue["loc"]).upper()
-                problems.append(f"{name}: {issue['msg']}")
-            else:
-                problems.append(str(issue["msg"]).removeprefix("Value error, "))
-        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from None
+        raise ConfigurationError("invalid settings: " + "; ".join(_problems(error, "REBILL_"))) from None
+
+
+def _problems(error: ValidationError, prefix: str) -> list[str]:
+    problems = []
+    for issue in error.errors():
+        if issue["loc"]:
+            name = prefix + "_".join(str(part) for part in issue["loc"]).upper()
+            problems.append(f"{name}: {issue['msg']}")
+        else:
+            problems.append(str(issue["msg"]).removeprefix("Value error, "))
+    return problems
+
+
+__all__ = ["Settings", "load_settings"]

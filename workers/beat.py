@@ -13,10 +13,10 @@ from typing import Any
 
 from redbeat import RedBeatScheduler
 
+from orchestrator.adapters.broker.celery import FIRE_SCHEDULE, reconcile_entry
 from orchestrator.adapters.schedules import Schedule, Timing
 from orchestrator.config import Settings
 
-FIRE_TASK = "rebill.fire_schedule"
 ENTRY_PREFIX = "schedule:"
 
 _timings: dict[str, Timing] = {}
@@ -36,14 +36,12 @@ def key_prefix(settings: Settings) -> str:
 
 
 def beat_config(settings: Settings, redis_url: str, schedule: Schedule | None) -> dict[str, Any]:
-    entries: dict[str, Any] = {
-        "rebill.reconcile": {"task": "rebill.reconcile", "schedule": settings.reconcile_interval_seconds},
-    }
+    entries: dict[str, Any] = reconcile_entry(settings.reconcile_interval_seconds)
     _timings.clear()
     for entry in schedule.enabled if schedule is not None else []:
         _timings[entry.name] = entry.timing
         entries[ENTRY_PREFIX + entry.name] = {
-            "task": FIRE_TASK,
+            "task": FIRE_SCHEDULE,
             "schedule": entry.timing.celery_schedule(),
             "args": [entry.name, ""],  # the slot is filled in when the entry comes due
         }
@@ -64,7 +62,7 @@ class RebillScheduler(RedBeatScheduler):  # type: ignore[misc]  # redbeat is unt
     """redbeat, plus the slot: the latest scheduled time at or before now, the same in every beat."""
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any) -> Any:
-        if entry.task == FIRE_TASK and entry.args:
+        if entry.task == FIRE_SCHEDULE and entry.args:
             name = entry.args[0]
             timing = _timings.get(name)
             now = self.app.now()

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from orchestrator.adapters.metrics import LedgerCollector, ScheduleCollector, TenantCollector, serve
+from orchestrator.adapters.metrics import LedgerCollector, ScheduleCollector, serve
 from orchestrator.bootstrap import Container, redis_url
 from orchestrator.domain.errors import ConfigurationError
 from workers.beat import beat_config
 from workers.celery_app import configure
-from workers.observability import setup_logging, tenant_inflight
+from workers.observability import setup_logging, tenant_collector
 from workers.scheduled import schedule_of
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def run_beat(container: Container, *, loglevel: str) -> None:
     app = configure(settings, container.broker_url)
     app.conf.update(beat_config(settings, redis_url(settings), schedule))
     for entry in schedule.enabled if schedule is not None else []:
-        log.info("schedule %s: %s, %s", entry.name, entry.timing.describe(), entry.choice.describe())
+        log.info("schedule %s: %s, %s", entry.name, entry.timing.describe(), entry.describe())
     app.start(
         [
             "beat",
@@ -71,7 +71,7 @@ def metrics_registry(container: Container) -> CollectorRegistry:
     settings = container.settings
     registry = CollectorRegistry()
     registry.register(LedgerCollector(container.engines.read, recent_hours=settings.metrics_recent_hours))
-    registry.register(TenantCollector(settings.imis_max_concurrency, tenant_inflight(container)))
+    registry.register(tenant_collector(container))
     if settings.schedule_file is not None:
         registry.register(ScheduleCollector(lambda: schedule_of(container)))
     return registry

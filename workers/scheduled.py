@@ -55,6 +55,8 @@ def fire(container: Container, name: str, slot: str) -> ScheduleFiring:
         firings,
         schedule=name,
         slot_at=slot_at.astimezone(UTC),
+        provider=entry.provider,
         choice=entry.choice,
         options=container.settings.run_options(**entry.options),
+        provider_options=entry.provider_options,
     )

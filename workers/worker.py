@@ -10,9 +10,12 @@ from typing import Any
 
 from celery import signals
 
+from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.bootstrap import Container
+from orchestrator.domain.errors import ConfigurationError
 from orchestrator.services import reconciler
 from workers.celery_app import configure
+from workers.observability import start_worker_metrics
 from workers.runtime import install
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,11 @@ def run_worker(container: Container, *, concurrency: int, loglevel: str, reconci
     install(container)
     settings = container.settings
     app = configure(settings, container.broker_url)
-    settings.require_imis()  # fail fast on missing REBILL_IMIS_* before any message is taken
+    if not settings.configured_providers():  # fail fast before any message is taken
+        names = ", ".join(PLATFORMS[name].settings.env_name("base_url") for name in PLATFORMS)
+        raise ConfigurationError(f"no provider is configured: set the settings of one or more of them ({names}, ...)")
+    if settings.worker_metrics_port is not None:
+        start_worker_metrics(container)
     _warm_up(container)
     if reconcile:
         loop = ReconcileLoop(container, settings.reconcile_interval_seconds)

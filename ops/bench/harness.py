@@ -267,7 +267,7 @@ def start_worker(env: dict[str, str], *, threads: int, log: Path) -> Worker:
             [
                 sys.executable,
                 "-m",
-                "orchestrator.adapters.cli",
+                "orchestrator.entrypoints.cli",
                 "worker",
                 f"--concurrency={threads}",
             ],

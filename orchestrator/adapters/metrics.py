@@ -2,12 +2,14 @@
 
 - `LedgerCollector` (served by `rebill metrics`): runs by state; per run (active, or finished in the
   last `REBILL_METRICS_RECENT_HOURS`) its items by state, API calls by operation and outcome, the
-  status of the BillingLog it follows, and seconds since it last moved; schedule firings by outcome.
+  platform status it follows (iMIS: its BillingLog's), and seconds since it last moved; schedule
+  firings by outcome.
   One process serves these for the whole deployment, so nothing is counted twice.
 - `ApiMetrics` (served by every worker on `REBILL_WORKER_METRICS_PORT`): the worker's API calls by
   operation, outcome and HTTP status, their latency, transient failures (each one is retried), and
   Celery task retries. Prometheus sums them over the workers.
-- `TenantCollector`: calls in flight against the tenant and its cap (`REBILL_IMIS_MAX_CONCURRENCY`).
+- `TenantCollector`: calls in flight against each provider's tenant and its cap
+  (`REBILL_<PROVIDER>_MAX_CONCURRENCY`).
 
 Labels are ids, names and states only: never an invoice amount, a party name or a credential.
 """
@@ -46,8 +48,7 @@ _MAX_RUNS = 200  # per-run series are bounded whatever the ledger holds
 class ApiMetrics:
     """Counts every `ApiCall` a provider reports in this process."""
 
-    def __init__(self, registry: CollectorRegistry, *, provider: str = "imis") -> None:
-        self._provider = provider
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.calls = Counter(
             "rebill_api_calls",
             "Calls to the billing platform, by operation, outcome (ok, transient, permanent) and HTTP status",
@@ -71,12 +72,12 @@ class ApiMetrics:
             "rebill_task_retries", "Celery task retries, by task name", ["task"], registry=registry
         )
 
-    def observe(self, call: ApiCall) -> None:
+    def observe(self, call: ApiCall, provider: str) -> None:
         status = str(call.status_code) if call.status_code is not None else "none"
-        self.calls.labels(self._provider, call.operation, call.outcome.value, status).inc()
-        self.latency.labels(self._provider, call.operation).observe(call.latency_ms / 1000)
+        self.calls.labels(provider, call.operation, call.outcome.value, status).inc()
+        self.latency.labels(provider, call.operation).observe(call.latency_ms / 1000)
         if call.outcome.value == "transient":
-            self.retries.labels(self._provider, call.operation).inc()
+            self.retries.labels(provider, call.operation).inc()
 
     def task_retried(self, task_name: str) -> None:
         self.task_retries.labels(task_name).inc()
@@ -89,36 +90,38 @@ class MeteredRecorder(CallRecorder):
         super().__init__()
         self._metrics = metrics
 
-    def record(self, call: ApiCall) -> None:
-        super().record(call)
+    def record(self, call: ApiCall, *, provider: str = "") -> None:
+        super().record(call, provider=provider)
         try:
-            self._metrics.observe(call)
+            self._metrics.observe(call, provider)
         except Exception:  # metrics must never break a reversal
             log.exception("metrics: could not count %s", call.operation)
 
 
 class TenantCollector(Collector):
-    """In-flight calls against the tenant's cap. `inflight` is the tenant limiter's count (shared by
-    every worker through Redis); without one only the cap is reported."""
+    """In-flight calls against each provider's tenant and its cap. `inflight[provider]` is that tenant
+    limiter's count (shared by every worker through Redis); without one only the cap is reported."""
 
-    def __init__(self, cap: int, inflight: Callable[[], int] | None = None) -> None:
-        self._cap = cap
-        self._inflight = inflight
+    def __init__(self, caps: dict[str, int], inflight: dict[str, Callable[[], int]] | None = None) -> None:
+        self._caps = caps
+        self._inflight = inflight or {}
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily(
-            "rebill_tenant_max_concurrency", "Calls allowed in flight to the tenant", value=self._cap
+        caps = GaugeMetricFamily(
+            "rebill_tenant_max_concurrency", "Calls allowed in flight to the tenant", labels=["provider"]
         )
-        if self._inflight is None:
-            return
-        try:
-            value = float(self._inflight())
-        except Exception as error:
-            log.warning("metrics: tenant in-flight count unavailable: %s", type(error).__name__)
-            return
-        yield GaugeMetricFamily(
-            "rebill_tenant_inflight_calls", "Calls in flight to the tenant, all workers", value=value
+        for provider, cap in self._caps.items():
+            caps.add_metric([provider], cap)
+        yield caps
+        inflight = GaugeMetricFamily(
+            "rebill_tenant_inflight_calls", "Calls in flight to the tenant, all workers", labels=["provider"]
         )
+        for provider, count in self._inflight.items():
+            try:
+                inflight.add_metric([provider], float(count()))
+            except Exception as error:
+                log.warning("metrics: %s in-flight count unavailable: %s", provider, type(error).__name__)
+        yield inflight
 
 
 class LedgerCollector(Collector):
@@ -152,11 +155,12 @@ class LedgerCollector(Collector):
             runs = conn.execute(
                 select(
                     RunRow.id,
-                    RunRow.original_key,
+                    RunRow.provider,
+                    RunRow.selection_label,
                     RunRow.state,
-                    RunRow.last_status,
+                    RunRow.last_status_code,
+                    RunRow.last_status_label,
                     RunRow.updated_at,
-                    RunRow.original_log,
                     RunRow.schedule_slot,
                 )
                 .where(or_(RunRow.state.in_(active), RunRow.updated_at >= now - self._recent))
@@ -251,8 +255,8 @@ def _per_run(
 ) -> list[Metric]:
     info = GaugeMetricFamily(
         "rebill_run_info",
-        "1 per recent run, with its state, billing and cycle",
-        labels=["run_id", "billing_log", "cycle", "state", "schedule_slot"],
+        "1 per recent run, with its provider, selection and state",
+        labels=["run_id", "provider", "selection", "state", "schedule_slot"],
     )
     states = GaugeMetricFamily("rebill_run_state", "1 for the state each recent run is in", labels=["run_id", "state"])
     item_family = GaugeMetricFamily(
@@ -262,10 +266,10 @@ def _per_run(
         "rebill_run_api_calls", "API calls recorded for each recent run", labels=["run_id", "operation", "outcome"]
     )
     status = GaugeMetricFamily(
-        "rebill_run_billing_log_status",
-        "Last BillingLog status seen by each recent run (5 reversing, 1 processing, 2 completed, "
-        "3 failed, 4 unposted batch, 6 batch deleted; -1 none yet)",
-        labels=["run_id"],
+        "rebill_run_platform_status",
+        "1 per recent run that saw a platform status, labelled with the platform's own code and label "
+        "(iMIS BillingLog: 5 reversing, 1 processing, 2 completed, 3 failed, 4 unposted batch, 6 batch deleted)",
+        labels=["run_id", "provider", "code", "label"],
     )
     quiet = GaugeMetricFamily(
         "rebill_run_seconds_since_progress",
@@ -276,12 +280,12 @@ def _per_run(
     for run_id, state, count in items:
         counts.setdefault(run_id, {})[state] = count
     for run in runs:
-        cycle = str((run.original_log or {}).get("cycle_name") or "")
-        info.add_metric([run.id, run.original_key, cycle, run.state, run.schedule_slot or ""], 1)
+        info.add_metric([run.id, run.provider, run.selection_label, run.state, run.schedule_slot or ""], 1)
         states.add_metric([run.id, run.state], 1)
         for item_state in ItemState:
             item_family.add_metric([run.id, item_state.value], counts.get(run.id, {}).get(item_state.value, 0))
-        status.add_metric([run.id], run.last_status if run.last_status is not None else -1)
+        if run.last_status_code is not None:
+            status.add_metric([run.id, run.provider, run.last_status_code, run.last_status_label or ""], 1)
         if run.id in item_moves or run.state in {s.value for s in ACTIVE_RUN_STATES}:
             moved = max(filter(None, (_utc(run.updated_at), _utc(item_moves.get(run.id)))))
             quiet.add_metric([run.id], max(0.0, (now - moved).total_seconds()))

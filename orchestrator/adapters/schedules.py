@@ -33,8 +33,7 @@ from celery.schedules import crontab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.domain.errors import ConfigurationError
-from orchestrator.domain.run import RunMode
-from orchestrator.services.scheduling import BillingChoice
+from orchestrator.domain.run import RunOptions
 
 __all__ = [
     "CronTiming",
@@ -154,14 +153,25 @@ class EveryTiming:
 Timing = CronTiming | EveryTiming
 
 
+_CORE_OPTIONS = frozenset(RunOptions.__dataclass_fields__)
+
+
 @dataclass(frozen=True)
 class ScheduleEntry:
     name: str
-    choice: BillingChoice
+    choice: dict[str, Any]  # what the provider selects from (iMIS: a cycle, and a run name or the latest)
     timing: Timing
     enabled: bool
-    options: dict[str, Any]
+    options: dict[str, Any]  # `rebill run`'s options for every platform
+    provider: str = "imis"
+    provider_options: dict[str, Any] = field(default_factory=dict)
     line: int | None = None
+
+    def describe(self) -> str:
+        cycle, run_name = self.choice.get("cycle"), self.choice.get("run_name")
+        if run_name is None:
+            return f"the latest completed billing of cycle {cycle!r}"
+        return f"the completed billing {run_name!r} of cycle {cycle!r}"
 
     def next_times(self, after: datetime, count: int) -> list[datetime]:
         times: list[datetime] = []
@@ -315,15 +325,14 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
             key = "cron" if entry.cron is not None else "every"
             loc = ("schedules", name, key)
             raise ScheduleFileError(path, _line_of(lines, loc), f"schedules.{name}.{key}: {error}") from None
-        options = entry.options.model_dump(exclude_none=True)
-        if "mode" in options:
-            options["mode"] = RunMode(options["mode"])
+        options = entry.options.model_dump(mode="json", exclude_none=True)
         entries[name] = ScheduleEntry(
             name=name,
-            choice=BillingChoice(cycle_name=entry.cycle, run_name=entry.run_name),
+            choice={"cycle": entry.cycle, "run_name": entry.run_name},
             timing=timing,
             enabled=entry.enabled,
-            options=options,
+            options={key: value for key, value in options.items() if key in _CORE_OPTIONS},
+            provider_options={key: value for key, value in options.items() if key not in _CORE_OPTIONS},
             line=_line_of(lines, ("schedules", name)),
         )
     return Schedule(path=path, timezone=model.timezone, entries=entries)

@@ -5,7 +5,8 @@
     │   ├── TransientProviderError    try again after a backoff (never before `retry_after`)
     │   │   ├── ProviderUnavailable   connect error, 500/502/503 (even an HTML page), 504
     │   │   ├── ProviderTimeout       the reply did not come in time
-    │   │   └── ProviderThrottled     429; `retry_after` carries the server's Retry-After
+    │   │   ├── ProviderThrottled     429; `retry_after` carries the server's Retry-After
+    │   │   └── ProviderPaused        the tenant's allowance is (nearly) spent: the run waits, saying why
     │   └── PermanentProviderError    the same call will fail the same way: record, do not retry
     │       ├── ProviderRefused       400/405/409 or `IsSuccessStatusCode: false` (business refusal)
     │       ├── ProviderNotFound      404
@@ -71,6 +72,11 @@ class ProviderTimeout(TransientProviderError):
 
 class ProviderThrottled(TransientProviderError):
     pass
+
+
+class ProviderPaused(TransientProviderError):
+    """Nothing more may be sent for a while (a daily allocation nearly spent); the message says why and
+    is shown on the run until it moves on."""
 
 
 class PermanentProviderError(ProviderError):

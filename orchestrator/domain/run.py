@@ -1,15 +1,20 @@
-"""A reverse-and-rebill run: its states, its items, its options, and the rules that move them.
+"""A reverse-and-rebill run: its states, its items, its steps, its options, and the rules that move them.
 
-Run life:
+Run life (every platform):
 
     PLANNING ──> REVERSING ──> REBILLING ──> POLLING ──> COMPLETED
-        │            │             │            ├──> NEEDS_ATTENTION (unposted batch not posted)
-        │            │             │            ├──> FAILED          (BillingLog 3 or 6)
+        │            │             │            ├──> NEEDS_ATTENTION (the platform waits on an operator)
+        │            │             │            ├──> FAILED          (the platform says the rebill failed)
         │            │             │            └──> STALLED         (no status change past the deadline)
-        │            └──> NEEDS_ATTENTION (items FAILED: no rebill; `rebill retry` resumes)
-        └──> DRY_RUN (the plan only)          any non-final state ──> CANCELLED
+        │            └──> NEEDS_ATTENTION (items FAILED: nothing rebilled; `rebill retry` resumes)
+        └──> DRY_RUN (the plan, and what the platform would do)    any non-final state ──> CANCELLED
 
-Item life: PENDING ──claim──> IN_FLIGHT ──> REVERSED | SKIPPED | FAILED
+REVERSING acts on every eligible item (a reversal, a void, a reversal with its rebill: whatever the
+platform's action is). REBILLING and POLLING follow the run up on the platform: steps sent once each
+(a rebill task, generate calls, an import), then the platform's status watched to the end. A
+platform with nothing to do after its items finishes as soon as they are all settled.
+
+Item life: PENDING ──claim──> IN_FLIGHT ──> REVERSED | SKIPPED | FAILED | PREVIEWED (dry run)
                                    └──> RETRY_WAIT (transient) ──claim──> IN_FLIGHT ...
 """
 
@@ -17,12 +22,13 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from datetime import date, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from orchestrator.domain.billing import BillingLog, BillingLogStatus, Invoice
+from orchestrator.domain.billing import Invoice
 
 
 class RunState(enum.StrEnum):
@@ -50,6 +56,7 @@ class RunState(enum.StrEnum):
 
 ACTIVE_RUN_STATES = frozenset({RunState.PLANNING, RunState.REVERSING, RunState.REBILLING, RunState.POLLING})
 FINAL_RUN_STATES = frozenset(set(RunState) - ACTIVE_RUN_STATES)
+FOLLOWING_RUN_STATES = frozenset({RunState.REBILLING, RunState.POLLING})
 
 
 class ItemState(enum.StrEnum):
@@ -59,13 +66,14 @@ class ItemState(enum.StrEnum):
     REVERSED = "REVERSED"
     SKIPPED = "SKIPPED"
     FAILED = "FAILED"
+    PREVIEWED = "PREVIEWED"  # a dry run asked the platform what it would do; nothing was written
 
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL_ITEM_STATES
 
 
-TERMINAL_ITEM_STATES = frozenset({ItemState.REVERSED, ItemState.SKIPPED, ItemState.FAILED})
+TERMINAL_ITEM_STATES = frozenset({ItemState.REVERSED, ItemState.SKIPPED, ItemState.FAILED, ItemState.PREVIEWED})
 OPEN_ITEM_STATES = frozenset(set(ItemState) - TERMINAL_ITEM_STATES)
 
 
@@ -75,58 +83,78 @@ class ChunkState(enum.StrEnum):
     DONE = "DONE"  # every item terminal
 
 
-class RunMode(enum.StrEnum):
-    ORCHESTRATED = "orchestrated"  # rebill reverses invoice by invoice, then sends the rebill alone
-    NATIVE = "native"  # one server-side task with both actions (iMIS 20.3.208+)
+class StepPhase(enum.StrEnum):
+    """Where one run-level call (a rebill task, a generate call, an import) stands. A step row exists
+    only once claimed: nobody may send it again while it is SENDING, SENT or UNKNOWN."""
 
-
-class RebillPhase(enum.StrEnum):
-    NOT_SENT = "NOT_SENT"
     SENDING = "SENDING"  # claimed; the request may be on the wire
     SENT = "SENT"
     UNKNOWN = "UNKNOWN"  # the request left but no answer came: settle by reading, never resend blindly
+    RELEASED = "RELEASED"  # known not applied (or given back by an operator): may be claimed again
+    FAILED = "FAILED"  # refused by the platform
 
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """Everything that shapes a run, fixed at creation so retries behave like the first pass."""
+    """What shapes a run on every platform, fixed at creation so retries behave like the first pass.
+    A platform's own options live in its provider package and are stored beside these."""
 
-    mode: RunMode = RunMode.ORCHESTRATED
-    party_id: str | None = None
     dry_run: bool = False
-    tracking_log: bool = True
     allow_partial: bool = False
     chunk_size: int = 50
     max_attempts: int = 5
     retry_backoff_seconds: float = 1.0
     retry_backoff_max_seconds: float = 120.0
-    adjustment_reason: str = "Reverse and rebill"
-    adjustment_date: date | None = None  # None: the day each reversal is sent
-    do_not_cancel_membership: bool = True
-    automatically_post_batch: bool = True
-    post_unposted_batch: bool = True
     poll_interval_seconds: float = 5.0
     stall_after_seconds: float = 1800.0
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["mode"] = self.mode.value
-        data["adjustment_date"] = self.adjustment_date.isoformat() if self.adjustment_date else None
-        return data
+        return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunOptions:
+    def from_json(cls, data: Mapping[str, Any]) -> RunOptions:
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["mode"] = RunMode(values.get("mode", RunMode.ORCHESTRATED))
-        if values.get("adjustment_date"):
-            values["adjustment_date"] = date.fromisoformat(values["adjustment_date"])
-        return cls(**values)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def rebill_run_name(cycle_name: str, party_id: str | None) -> str:
-    """The seed page's naming: `Rebill: <cycle>` and `Rebill: <cycle> for <party>`."""
-    return f"Rebill: {cycle_name}" + (f" for {party_id}" if party_id else "")
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a run reverses, as its provider resolved it when the run was opened.
+
+    Runs of one `scope` (one billing of one platform) are checked against each other in one atomic
+    step before a run is created; `guard_key` is held while the run holds its part of the scope.
+    `whole` says the run covers the whole scope (a single contact's run does not).
+    """
+
+    scope: str
+    guard_key: str
+    label: str
+    selector: Mapping[str, Any]
+    whole: bool = True
+
+
+def overlap_refusal(new: Selection, runs: Sequence[Run]) -> str | None:
+    """Why a run of `new` must not be created beside `runs` of the same scope, or None.
+
+    A whole-scope run and a partial run of the same scope would bill the partial run's members
+    twice; so would two runs holding the same guard key. Dry runs and cancelled runs hold nothing.
+    """
+    for other in runs:
+        if other.options.dry_run or other.state is RunState.CANCELLED:
+            continue
+        if new.whole and not other.selection.whole:
+            return (
+                f"{new.label} already has a partial run {other.id} ({other.selection.label}, {other.state.value}); "
+                "a run of the whole would bill those members twice"
+            )
+        if not new.whole and other.selection.whole:
+            return f"{new.label} is already taken by run {other.id} ({other.state.value}) for the whole of it"
+        if other.selection.guard_key == new.guard_key and other.guard_held:
+            return (
+                f"{new.label} is already taken by run {other.id} ({other.state.value}); "
+                "one billing is reversed and rebilled once"
+            )
+    return None
 
 
 def full_jitter(ceiling: float) -> float:
@@ -150,41 +178,12 @@ def retry_delay(
     return min(delay, max(cap, retry_after or 0.0))
 
 
-class PollVerdict(enum.StrEnum):
-    KEEP_POLLING = "KEEP_POLLING"
-    COMPLETED = "COMPLETED"
-    POST_BATCH = "POST_BATCH"
-    NEEDS_ATTENTION = "NEEDS_ATTENTION"
-    FAILED = "FAILED"
-    STALLED = "STALLED"
-
-
-def judge_poll(
-    status: BillingLogStatus,
-    *,
-    post_unposted_batch: bool,
-    batch_already_posted: bool,
-    seconds_since_change: float,
-    stall_after_seconds: float,
-) -> PollVerdict:
-    """What one observation of the rebill's BillingLog means for the run."""
-    if status is BillingLogStatus.COMPLETED:
-        return PollVerdict.COMPLETED
-    if status in (BillingLogStatus.FAILED, BillingLogStatus.BATCH_DELETED):
-        return PollVerdict.FAILED
-    if status is BillingLogStatus.UNPOSTED_BATCH and not batch_already_posted:
-        return PollVerdict.POST_BATCH if post_unposted_batch else PollVerdict.NEEDS_ATTENTION
-    if seconds_since_change > stall_after_seconds:
-        return PollVerdict.STALLED
-    return PollVerdict.KEEP_POLLING
-
-
 class ReasonCode(enum.StrEnum):
     """Why a run stopped where it did; `rebill retry` decides what to do from it."""
 
     FAILED_ITEMS = "FAILED_ITEMS"
     NOTHING_TO_REVERSE = "NOTHING_TO_REVERSE"
-    UNPOSTED_BATCH = "UNPOSTED_BATCH"
+    AWAITING_OPERATOR = "AWAITING_OPERATOR"  # the platform waits on something only an operator can do
     REBILL_OUTCOME_UNKNOWN = "REBILL_OUTCOME_UNKNOWN"
     REBILL_REFUSED = "REBILL_REFUSED"
     BILLING_FAILED = "BILLING_FAILED"
@@ -194,66 +193,74 @@ class ReasonCode(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Observation:
+    """One reading of the platform's progress: its own status code and label for `subject`
+    (iMIS: a BillingLog walking 5 -> 1 -> 2), shown to users exactly as the platform says it."""
+
+    subject: str
+    code: str
+    label: str
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    subject: str
+    code: str
+    label: str
+    observed_at: datetime
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     """A snapshot of one run as the ledger holds it."""
 
     id: str
     provider: str
-    original: BillingLog
+    selection: Selection
     state: RunState
     options: RunOptions
     created_at: datetime
     updated_at: datetime
-    party_id: str | None = None
+    provider_options: Mapping[str, Any] = field(default_factory=dict)
+    provider_state: Mapping[str, Any] = field(default_factory=dict)  # what the provider keeps between steps
+    item_actions: bool = True  # False: the platform acts on the whole selection itself (no per-item work)
+    guard_held: bool = True
     reason_code: ReasonCode | None = None
     reason: str | None = None
-    tracking_log_key: str | None = None
-    tracking_log_created: bool = False
+    notice: str | None = None  # why an active run waits (a paused tenant, say); cleared once it moves on
     planned: bool = False
     plan_offset: int = 0
     plan_count: int = 0
     invoice_count: int = 0
-    rebill_phase: RebillPhase = RebillPhase.NOT_SENT
-    rebill_sent_at: datetime | None = None
-    rebill_task_id: str | None = None
-    rebill_log_key: str | None = None
-    known_log_keys: tuple[str, ...] = ()
-    batch_id: str | None = None
-    batch_posted: bool = False
-    last_status: BillingLogStatus | None = None
+    last_status: Observation | None = None
     last_status_change_at: datetime | None = None
     next_poll_at: datetime | None = None
     finished_at: datetime | None = None
-
-    @property
-    def original_key(self) -> str:
-        return self.original.key
-
-    @property
-    def progress_log_key(self) -> str | None:
-        """The BillingLog that reports the rebill's progress."""
-        return self.rebill_log_key or (self.tracking_log_key if self.options.tracking_log else None)
+    schedule_slot: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedItem:
-    """One invoice of the billing as planning found it: to reverse (PENDING) or SKIPPED with a reason."""
+    """One invoice of the selection as planning found it: to act on (PENDING) or SKIPPED with a reason."""
 
     invoice: Invoice
     state: ItemState
     reason: str | None = None
 
     @classmethod
-    def from_invoice(cls, invoice: Invoice) -> PlannedItem:
-        skip = invoice.skip_reason()
-        if skip is None:
-            return cls(invoice, ItemState.PENDING)
-        return cls(invoice, ItemState.SKIPPED, skip.value)
+    def eligible(cls, invoice: Invoice) -> PlannedItem:
+        return cls(invoice, ItemState.PENDING)
+
+    @classmethod
+    def skipped(cls, invoice: Invoice, reason: str) -> PlannedItem:
+        return cls(invoice, ItemState.SKIPPED, reason)
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One invoice of a run, with its reversal state."""
+    """One invoice of a run, with its state and what the platform answered for it."""
 
     id: int
     run_id: str
@@ -266,10 +273,13 @@ class Item:
     last_error: str | None = None
     settled_by_read: bool = False
     next_attempt_at: datetime | None = None
+    result_ref: str | None = None  # the platform's reference for the action (credit memo, reversal bill, void)
+    rebill_ref: str | None = None  # the invoice that bills the member again, where the platform names it
+    new_amount: Decimal | None = None  # what the rebill bills, where the platform says
 
     @property
     def claimed_before(self) -> bool:
-        """A previous claim may have sent the reversal: read the invoice before sending anything."""
+        """A previous claim may have sent the action: read the platform before sending anything."""
         return self.claims_total > 1
 
 
@@ -280,11 +290,21 @@ class ItemOutcome:
     error: str | None = None
     next_attempt_at: datetime | None = None
     settled_by_read: bool = False
+    result_ref: str | None = None
+    rebill_ref: str | None = None
+    new_amount: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class StatusEvent:
-    billing_log_key: str
-    status: BillingLogStatus
-    observed_at: datetime
-    note: str | None = None
+class Step:
+    """One run-level call as the ledger holds it."""
+
+    run_id: str
+    key: str
+    kind: str
+    phase: StepPhase
+    claimed_at: datetime
+    attempts: int = 1
+    ref: str | None = None
+    error: str | None = None
+    request: Mapping[str, Any] = field(default_factory=dict)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from orchestrator.domain.billing import ApiCall
-from orchestrator.services.ports import BillingProvider, Clock, Dispatcher, Ledger
+from orchestrator.services.ports import BillingProvider, Clock, Dispatcher, Ledger, Providers
 
 
 def utc_now() -> datetime:
@@ -22,7 +22,8 @@ class CallRecorder:
     def __init__(self) -> None:
         self._current: ContextVar[list[ApiCall] | None] = ContextVar("rebill_calls", default=None)
 
-    def record(self, call: ApiCall) -> None:
+    def record(self, call: ApiCall, *, provider: str = "") -> None:
+        """Keep `call` (made by `provider`) on the current unit of work's list, if one is collecting."""
         calls = self._current.get()
         if calls is not None:
             calls.append(call)
@@ -48,7 +49,8 @@ class Runtime:
     """Knobs of the deployment (not of a run)."""
 
     lease_seconds: float = 120.0
-    dispatch_window: int = 16
+    dispatch_window: int = 16  # chunks of a run in the broker at once, unless its provider has its own
+    dispatch_windows: Mapping[str, int] = field(default_factory=dict)  # per provider: twice its tenant cap
     lost_message_seconds: float = 120.0
     max_deliveries: int = 5
     rebill_settle_seconds: float = 120.0
@@ -60,15 +62,22 @@ class Runtime:
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_seconds)
 
+    def window_for(self, provider: str) -> int:
+        return self.dispatch_windows.get(provider, self.dispatch_window)
+
 
 @dataclass(slots=True)
 class Context:
     ledger: Ledger
-    provider: BillingProvider
+    providers: Providers
     dispatcher: Dispatcher
     recorder: CallRecorder = field(default_factory=CallRecorder)
     runtime: Runtime = field(default_factory=Runtime)
     clock: Clock = utc_now
+
+    def provider(self, name: str) -> BillingProvider:
+        """The run's provider; ConfigurationError naming what to set when it is not configured here."""
+        return self.providers.get(name)
 
     def countdown_until(self, moment: datetime) -> float:
         seconds = (moment - self.clock()).total_seconds()

@@ -1,97 +1,271 @@
-"""The ports the services need; adapters implement them, tests use fakes."""
+"""The ports the services need; adapters implement them, tests use fakes.
+
+`BillingProvider` is the one port every billing platform implements. The core (this package and
+the domain) drives every run the same way and never speaks a platform's vocabulary:
+
+1. **open**: the provider parses its own selector and options (typed models of its package), checks
+   the selection can be reversed and rebilled, and names its scope, guard key and label.
+2. **plan**: `prepare_run` does what must exist on the platform before any item is touched, then
+   `iter_plan` streams the selection page by page from an integer cursor, each invoice with its
+   verdict (PENDING, or SKIPPED with the platform's reason).
+3. **act**: the core claims items (one at a time, or a whole chunk for a provider whose `unit` is
+   CHUNK), then for each unit: `settle` when a claim came before (read the platform: was it applied?),
+   `prepare` (reads only: what would be sent, and which items turned ineligible), the fence, then
+   `apply` (the one write) or `preview` in a dry run. Claims, leases, fences and the reconciler are
+   the core's; only "how to read whether it happened" is the provider's.
+4. **follow**: after the items, `follow` decides the run-level steps and watches the platform:
+   `Send` a step (claimed once in the ledger, then `send_step`; an unknown outcome is settled by
+   `settle_step`), `Watch` a status, or `Finish`.
+
+How the four platforms map onto it (`docs/providers.md` has the long form):
+
+- iMIS: selects a billing log by key (and party); unit item; settle = read the invoice summary,
+  prepare = Can*BeReversed, apply = Process*Reversal; follow = step `rebill` (the bill-generation
+  task), then its billing log watched 5 -> 1 -> 2, step `post_batch` at 4.
+- Aria: selects a bill date (and account) or a file of invoices; unit item; settle = the account's
+  invoice history, prepare = the invoice's lines with the corrections, apply = gen_rb_m (credit memo
+  and rebill invoice at once); follow = nothing, finish.
+- Salesforce: selects an invoice batch run or a billing account; unit item; settle = the invoice's
+  status, apply = void; follow = watch the voids to Voided, steps `generate/NNNN` (<= 200
+  schedules each), watch the new invoices, steps `recover/...` for schedules in error.
+- EnergyCAP: selects an account period (and accounts) or bill ids; unit chunk; settle = read the
+  batch by its deterministic code, apply = one bill/reverse for the chunk; follow = step `import` of
+  the corrected bills when a file was given, its task watched to the end.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from orchestrator.domain.billing import (
-    ApiCall,
-    Batch,
-    BillingLog,
-    BillingLogStatus,
-    Invoice,
-    InvoicePage,
-    Rebill,
-    Reversal,
-    ServerSideReversal,
-)
+from orchestrator.domain.billing import ApiCall
 from orchestrator.domain.run import (
     Item,
     ItemOutcome,
     ItemState,
+    Observation,
     PlannedItem,
     ReasonCode,
-    RebillPhase,
     Run,
     RunOptions,
     RunState,
+    Selection,
     StatusEvent,
+    Step,
+    StepPhase,
 )
 
 CallObserver = Callable[[ApiCall], None]
 
 
-class BillingProvider(Protocol):
-    """One billing platform tenant. Every method raises `ProviderError` subclasses only.
+class ActionUnit(enum.StrEnum):
+    ITEM = "item"  # one call per invoice (iMIS, Aria, Salesforce)
+    CHUNK = "chunk"  # one call per chunk of invoices (EnergyCAP's bulk reverse)
 
-    Implementations are thread-safe: one instance serves every worker thread of a process.
-    """
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What a provider made of a run request: the selection, its options as stored JSON, and the state
+    it keeps from the start (iMIS: the original BillingLog as read, so retries rebill from it)."""
+
+    selection: Selection
+    options: Mapping[str, Any] = field(default_factory=dict)
+    state: Mapping[str, Any] = field(default_factory=dict)
+    item_actions: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Preparation:
+    """What `prepare_run` made on the platform: state to keep, and the status it now shows."""
+
+    state: Mapping[str, Any] = field(default_factory=dict)
+    observation: Observation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPage:
+    """One page of a selection; `next_cursor` is None on the last page."""
+
+    items: tuple[PlannedItem, ...]
+    cursor: int
+    next_cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One unit of work, decided by reading only: the items the write covers and the request the
+    provider will send for them (opaque to the core), and items found ineligible meanwhile."""
+
+    send: tuple[Item, ...]
+    request: Any = None
+    decided: Mapping[int, ItemOutcome] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Claim step `key` and send it. `request` is kept on the step row for audit (JSON, no secrets)."""
+
+    key: str
+    kind: str
+    request: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Nothing to send now: read again after the run's poll interval (or `after` seconds)."""
+
+    after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    state: RunState
+    code: ReasonCode | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What `follow` decided, with what it learnt on the way: the platform's status, state to keep,
+    and items whose outcome it now knows (a rebill invoice found, a void confirmed)."""
+
+    action: Send | Watch | Finish
+    observation: Observation | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
+    items: Sequence[tuple[int, ItemOutcome]] = ()
+    notice: str | None = None
+
+
+class Settlement(enum.StrEnum):
+    APPLIED = "APPLIED"
+    NOT_APPLIED = "NOT_APPLIED"  # safe to send again
+    UNKNOWN = "UNKNOWN"  # keep reading; after the settle window an operator decides
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """A step's outcome as the platform answered it (`send_step`) or as reading showed it (`settle_step`)."""
+
+    settlement: Settlement
+    ref: str | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledSelection:
+    """What a schedule's choice selects now: a selector to run, or None and the reason why not."""
+
+    selector: Mapping[str, Any] | None
+    key: str | None = None  # what was chosen, for the firing record
+    reason: str | None = None
+
+
+class FollowView(Protocol):
+    """What a provider may read of its run's ledger while following it."""
+
+    def items(self, *, states: Collection[ItemState] | None = None) -> Iterator[Item]: ...
+
+    def steps(self) -> Sequence[Step]: ...
+
+
+class BillingProvider(Protocol):
+    """One tenant of one billing platform. Every method raises `ProviderError` subclasses (and
+    `RunRefused` from `open`). Implementations are thread-safe: one instance serves every worker
+    thread of a process."""
 
     name: str
+    #: The platform as users name it in messages ("iMIS", "Aria").
+    title: str
+    #: What one write covers: one invoice, or a chunk of them.
+    unit: ActionUnit
+    #: A dry run asks the platform what each eligible invoice would become (Aria's do_write false).
+    previews_items: bool
 
-    def get_billing_log(self, key: str) -> BillingLog:
-        """Raises ProviderNotFound when the platform does not know the key."""
+    # --- open and plan ---
+
+    def open(self, selector: Mapping[str, Any], options: Mapping[str, Any], run: RunOptions) -> Opening:
+        """Parse and check a run request; RunRefused says what is wrong with it (file and line too)."""
         ...
 
-    def find_billing_logs(self, *, original_key: str) -> list[BillingLog]:
-        """Every billing log whose OriginalBillingLogKey is `original_key`."""
+    def prepare_run(self, run: Run) -> Preparation:
+        """What must exist on the platform before any item is touched (iMIS: the tracking BillingLog).
+        Called each time planning starts or resumes: it must be safe to repeat."""
         ...
 
-    def billing_logs_of_cycle(self, cycle_name: str) -> list[BillingLog]:
-        """Every billing log of the billing cycle named `cycle_name`, in any status."""
+    def iter_plan(self, run: Run, *, cursor: int) -> Iterator[PlanPage]:
+        """Stream the selection from `cursor` (0: the start), never all at once."""
         ...
 
-    def create_tracking_log(self, original: BillingLog, *, key: str, run_name: str) -> BillingLog:
-        """Record a 'Reversing invoices' (5) billing log pointing at `original`, under our own `key`."""
-        ...
-
-    def iter_invoice_pages(
-        self, billing_key: str, *, party_id: str | None = None, start_offset: int = 0
-    ) -> Iterator[InvoicePage]:
-        """Stream a billing's invoices page by page, from `start_offset`, never all at once."""
-        ...
-
-    def get_invoice(self, invoice_id: str) -> Invoice: ...
+    # --- act ---
 
     def one_invoice_at_a_time(self) -> AbstractContextManager[None]:
-        """Wrap the calls one thread makes for one invoice, one after another: the provider may let
-        them share one of the tenant's slots instead of queueing for a slot per call."""
+        """Wrap the calls one thread makes for one unit, one after another: they may share one of the
+        tenant's slots instead of queueing for a slot per call."""
         ...
 
-    def can_reverse(self, invoice: Invoice) -> bool:
-        """Ask the platform (CanCashInvoiceBeReversed / CanInvoiceBeReversed)."""
+    def settle(self, run: Run, items: Sequence[Item]) -> Mapping[int, ItemOutcome]:
+        """Read whether the action on `items` (claimed before: it may have been sent) took effect.
+        Returns the outcome of each item that needs nothing more; the others are still to do."""
         ...
 
-    def reverse(self, reversal: Reversal) -> None:
-        """Reverse one invoice. Not idempotent on the platform: settle unknown outcomes by reading."""
+    def prepare(self, run: Run, items: Sequence[Item]) -> Prepared:
+        """Decide, by reading only, what to send for `items`."""
         ...
 
-    def submit(self, *, rebill: Rebill | None, reversal: ServerSideReversal | None = None) -> str:
-        """Start a server-side task (rebill, reversal, or both); returns the platform's task id."""
+    def apply(self, run: Run, prepared: Prepared) -> Mapping[int, ItemOutcome]:
+        """Send the one write of `prepared`; never sent twice for the same items without `settle`."""
         ...
 
-    def preview_submit(self, *, rebill: Rebill | None, reversal: ServerSideReversal | None = None) -> dict[str, Any]:
-        """The request `submit` would send, for dry runs; calls nothing."""
+    def preview(self, run: Run, prepared: Prepared) -> Mapping[int, ItemOutcome]:
+        """A dry run's `apply`: ask what it would do, write nothing (only when `previews_items`)."""
         ...
 
-    def post_batch(self, batch_id: str) -> None: ...
+    # --- follow ---
 
-    def get_batch(self, batch_id: str) -> Batch: ...
+    def follow(self, run: Run, view: FollowView) -> Decision:
+        """The next thing to do for the run once its items are settled (states REBILLING, POLLING)."""
+        ...
+
+    def send_step(self, run: Run, step: Step) -> StepResult:
+        """Send a claimed step. `may_have_applied` errors are settled with `settle_step`."""
+        ...
+
+    def settle_step(self, run: Run, step: Step) -> StepResult:
+        """Read whether a step whose answer was lost took effect."""
+        ...
+
+    def describe_follow_up(self, run: Run, view: FollowView) -> list[dict[str, Any]]:
+        """For a dry run: the run-level requests the follow-up would send, as JSON; calls nothing."""
+        ...
+
+    # --- operators ---
+
+    def choose_scheduled(self, choice: Mapping[str, Any]) -> ScheduledSelection:
+        """Resolve a schedule's choice (iMIS: the latest completed billing of a cycle) into a selector,
+        or say why there is nothing to run (none found, already done on the platform)."""
+        ...
+
+    def summarize(self, run: Run) -> Mapping[str, Any]:
+        """The platform's own facts about a run for status pages (keys and values as JSON)."""
+        ...
+
+    def check(self) -> str:
+        """Authenticate and read one page; a line saying what was read (never a credential)."""
+        ...
+
+
+class Providers(Protocol):
+    """The configured providers, by name."""
+
+    def get(self, name: str) -> BillingProvider:
+        """The provider, or ConfigurationError naming what to set for it."""
+        ...
+
+    def names(self) -> list[str]: ...
 
 
 class Dispatcher(Protocol):
@@ -113,11 +287,9 @@ Clock = Callable[[], datetime]
 class NewRun:
     id: str
     provider: str
-    original: BillingLog
+    opening: Opening
     options: RunOptions
     state: RunState
-    tracking_log_key: str | None
-    guard_key: str | None
     created_at: datetime
     schedule_slot: str | None = None
 
@@ -138,7 +310,7 @@ class ScheduleFiring:
     outcome: FiringOutcome
     fired_at: datetime
     run_id: str | None = None
-    billing_log_key: str | None = None
+    selected: str | None = None  # the key of what the firing selected (iMIS: a BillingLogKey)
     reason: str | None = None
 
 
@@ -179,7 +351,8 @@ class Ledger(Protocol):
 
     # Runs
     def create_run(self, run: NewRun) -> Run:
-        """Raises RunRefused when another run holds the same guard key (same billing/party)."""
+        """Check the new run against the runs of its scope and insert it, as one atomic decision per
+        scope; RunRefused says which run is in the way."""
         ...
 
     def get_run(self, run_id: str) -> Run | None: ...
@@ -192,7 +365,7 @@ class Ledger(Protocol):
 
     def active_runs(self) -> list[Run]: ...
 
-    def find_runs_by_billing(self, original_key: str) -> list[Run]: ...
+    def find_runs_by_scope(self, scope: str) -> list[Run]: ...
 
     def transition(
         self,
@@ -211,19 +384,40 @@ class Ledger(Protocol):
 
     def update_run(self, run_id: str, *, now: datetime, **fields: Any) -> None: ...
 
-    def claim_rebill(self, run_id: str, *, now: datetime, from_phases: Collection[RebillPhase]) -> bool:
-        """REBILLING run's rebill phase -> SENDING, once. Only the winner may send the rebill."""
+    def merge_provider_state(self, run_id: str, state: Mapping[str, Any], *, now: datetime) -> None:
+        """Add `state`'s keys to the provider's kept state (a key set to None is removed)."""
         ...
 
     def claim_poll(self, run_id: str, *, expected: datetime | None, next_poll_at: datetime) -> bool: ...
 
-    def record_status(
-        self, run_id: str, *, billing_log_key: str, status: BillingLogStatus, at: datetime, note: str | None
-    ) -> bool:
+    def record_status(self, run_id: str, observation: Observation, *, at: datetime) -> bool:
         """Append a status event unless it repeats the last one; True when the status changed."""
         ...
 
     def status_events(self, run_id: str) -> list[StatusEvent]: ...
+
+    # Steps
+    def steps(self, run_id: str) -> list[Step]: ...
+
+    def claim_step(self, run_id: str, *, key: str, kind: str, request: Mapping[str, Any], now: datetime) -> bool:
+        """Take step `key` for sending, once: True only for the one caller that may send it now (no
+        row yet, or a RELEASED one), and only while the run is REBILLING or POLLING."""
+        ...
+
+    def finish_step(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        phase: StepPhase,
+        now: datetime,
+        ref: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    def release_steps(self, run_id: str, *, phases: Collection[StepPhase], now: datetime) -> int:
+        """Let an operator's retry send these steps again (after reading showed they did not apply)."""
+        ...
 
     # Planning
     def record_plan_page(
@@ -252,6 +446,10 @@ class Ledger(Protocol):
         """QUEUED chunks with claimable work and no activity since `quiet_since`; marked re-dispatched."""
         ...
 
+    def chunk_seq(self, chunk_id: int) -> int:
+        """The chunk's number within its run (0, 1, ...): stable, so a provider may name things after it."""
+        ...
+
     def record_delivery(self, chunk_id: int) -> int:
         """Count one more delivery of the chunk's message that has not finished; returns the count."""
         ...
@@ -264,8 +462,8 @@ class Ledger(Protocol):
         """Take up to `limit` claimable items of the chunk (in id order) while its run is REVERSING."""
         ...
 
-    def renew_lease(self, item_id: int, *, owner: str, lease_until: datetime) -> bool:
-        """Extend a claim still held by `owner`; False when it expired and someone else may hold it."""
+    def renew_lease(self, item_ids: Sequence[int], *, owner: str, lease_until: datetime) -> bool:
+        """Extend claims still held by `owner`; False when any expired and someone else may hold it."""
         ...
 
     def finish_items(self, finished: Sequence[FinishedItem], *, owner: str, now: datetime) -> None:

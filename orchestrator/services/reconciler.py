@@ -56,9 +56,10 @@ def reconcile_run(ctx: Context, run: Run) -> Reconciled:
         for chunk_id in ctx.ledger.stale_chunks(run.id, now=now, quiet_since=quiet_since):
             ctx.dispatcher.reverse_chunk(run.id, chunk_id)
             chunks += 1
-        chunks += dispatch_ready_chunks(ctx, run.id)
+        chunks += dispatch_ready_chunks(ctx, run)
         advance(ctx, run.id)
-    if run.state is RunState.REBILLING and run.updated_at < quiet_since:
+    # A follow-up tick holds the run by pushing next_poll_at ahead: past it, the message is lost.
+    if run.state is RunState.REBILLING and (run.next_poll_at or run.updated_at) < quiet_since:
         ctx.ledger.update_run(run.id, now=now)
         ctx.dispatcher.rebill(run.id)
         rebills = 1

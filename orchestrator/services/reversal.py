@@ -1,25 +1,31 @@
-"""Reverse the invoices of one chunk, each exactly once.
+"""Act on the items of one chunk, each exactly once.
 
 An item is claimed with a lease before anything is sent. An item claimed before (a crash, a
-timeout, a redelivered message, a retry) may already be reversed: it is settled by reading the
-invoice first, and a reversal is only sent when the invoice is still open with no payments.
+timeout, a redelivered message, a retry) may already have been acted on: its provider settles it by
+reading the platform first, and the write is only sent for what reading shows is still to do.
+
+A unit of work is one item, or the whole chunk for a provider whose one write covers many invoices
+(`ActionUnit.CHUNK`): then the chunk is claimed at once and settled, prepared and sent as one.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from orchestrator.domain.billing import Invoice, Reversal, SkipReason
-from orchestrator.domain.errors import PermanentProviderError, TransientProviderError
+from orchestrator.domain.errors import PermanentProviderError, ProviderPaused, TransientProviderError
 from orchestrator.domain.run import Item, ItemOutcome, ItemState, Run, RunState, retry_delay
 from orchestrator.services import logcontext
 from orchestrator.services.context import Context
-from orchestrator.services.ports import FinishedItem
+from orchestrator.services.ports import ActionUnit, BillingProvider, FinishedItem
 from orchestrator.services.progress import advance, dispatch_ready_chunks
 
 log = logging.getLogger(__name__)
+
+#: Items claimed at once for a provider whose unit is the chunk: every item of it.
+_WHOLE_CHUNK = 100_000
 
 
 def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
@@ -44,7 +50,7 @@ def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
     else:
         _work_through(ctx, run, chunk_id)
         ctx.ledger.finish_delivery(chunk_id)
-    _after_chunk(ctx, run_id, chunk_id)
+    _after_chunk(ctx, run, chunk_id)
     _help_with_the_tail(ctx, run, until=started + timedelta(seconds=ctx.runtime.max_countdown_seconds))
 
 
@@ -56,7 +62,10 @@ def _help_with_the_tail(ctx: Context, run: Run, *, until: datetime) -> None:
     helper never works an item another worker holds; the chunk's own task still settles the chunk.
     No new chunk is taken up after `until` (half the broker's visibility timeout after the task
     began), so the task's own message is acknowledged before the broker would deliver it again.
+    A provider that acts on whole chunks has nothing to help with: its chunk is claimed at once.
     """
+    if ctx.provider(run.provider).unit is ActionUnit.CHUNK:
+        return
     while ctx.clock() < until and (chunk_id := ctx.ledger.chunk_to_help(run.id, now=ctx.clock())) is not None:
         if not _work_through(ctx, run, chunk_id):
             return
@@ -69,29 +78,36 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
     batch claimed, in one transaction.
 
     Outcomes are written after the batch, so a worker killed mid-batch leaves items it may have
-    reversed as IN_FLIGHT: their next claim settles them by reading the invoice, as for any crash.
+    acted on as IN_FLIGHT: their next claim settles them by reading, as for any crash.
     Returns how many items were worked.
     """
+    provider = ctx.provider(run.provider)
+    whole_chunks = provider.unit is ActionUnit.CHUNK
     owner = f"{chunk_id}:{uuid.uuid4().hex}"
-    batch = ctx.runtime.claim_batch_size
+    batch = _WHOLE_CHUNK if whole_chunks else ctx.runtime.claim_batch_size
     now = ctx.clock()
     lease_until = now + ctx.runtime.lease
     items = ctx.ledger.claim_items(chunk_id, owner=owner, now=now, lease_until=lease_until, limit=batch)
     worked = 0
     while items:
+        units = [items] if whole_chunks else [[item] for item in items]
         finished: list[FinishedItem] = []
         try:
-            for item in items:
+            for unit in units:
                 with (
-                    logcontext.bound(item_id=item.id, invoice_id=item.invoice.invoice_id),
+                    logcontext.bound(item_id=unit[0].id, invoice_id=unit[0].invoice.invoice_id),
                     ctx.recorder.collect() as calls,
                 ):
-                    outcome = reverse_item(ctx, run, item, owner=owner, lease_until=lease_until)
-                finished.append(FinishedItem(item, outcome, calls))
+                    outcomes = work_unit(ctx, provider, run, unit, owner=owner, lease_until=lease_until)
+                finished.extend(
+                    FinishedItem(item, outcomes[item.id], calls if index == 0 else ())
+                    for index, item in enumerate(unit)
+                )
         except BaseException:
             ctx.ledger.finish_items(finished, owner=owner, now=ctx.clock())
             raise
         worked += len(finished)
+        _clear_notice_once_moving(ctx, run, finished)
         now = ctx.clock()
         lease_until = now + ctx.runtime.lease
         items = ctx.ledger.finish_and_claim(
@@ -100,112 +116,113 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
     return worked
 
 
-def _after_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
+def _after_chunk(ctx: Context, run: Run, chunk_id: int) -> None:
     now = ctx.clock()
     progress = ctx.ledger.chunk_progress(chunk_id, now=now)
     if not progress.done and progress.wake_at is not None:
         wake_at = max(progress.wake_at, now)
         if ctx.ledger.requeue_chunk(chunk_id, at=wake_at, now=now):
-            ctx.dispatcher.reverse_chunk(run_id, chunk_id, countdown=ctx.countdown_until(wake_at))
-    dispatch_ready_chunks(ctx, run_id)
-    advance(ctx, run_id)
+            ctx.dispatcher.reverse_chunk(run.id, chunk_id, countdown=ctx.countdown_until(wake_at))
+    dispatch_ready_chunks(ctx, run)
+    advance(ctx, run.id)
 
 
-def reverse_item(ctx: Context, run: Run, item: Item, *, owner: str, lease_until: datetime) -> ItemOutcome:
-    """Decide and do what one claimed item needs; never raises for provider errors."""
-    if item.attempts > run.options.max_attempts:
-        return ItemOutcome(
-            ItemState.FAILED,
-            reason=f"abandoned {item.attempts - 1} times (worker lost mid-reversal); "
-            "`rebill retry` settles it by reading the invoice",
-        )
-    with ctx.provider.one_invoice_at_a_time():
-        return _reverse(ctx, run, item, owner=owner, lease_until=lease_until)
-
-
-def _reverse(ctx: Context, run: Run, item: Item, *, owner: str, lease_until: datetime) -> ItemOutcome:
-    options = run.options
-    invoice = item.invoice
-    try:
-        if item.claimed_before:
-            settled = _settle_by_reading(ctx.provider.get_invoice(invoice.invoice_id))
-            if settled is not None:
-                return settled
-        if not ctx.provider.can_reverse(invoice):
-            return _why_not_reversible(ctx.provider.get_invoice(invoice.invoice_id), item)
-        if not _claim_outlives_the_write(ctx, item, owner=owner, lease_until=lease_until):
-            return ItemOutcome(ItemState.IN_FLIGHT, reason="claim lost before the reversal was sent")
-        ctx.provider.reverse(
-            Reversal(
-                invoice_id=invoice.invoice_id,
-                invoice_number=invoice.number,
-                accounting_method=invoice.accounting_method,
-                adjustment_date=options.adjustment_date or ctx.clock().date(),
-                reason=options.adjustment_reason,
-                do_not_cancel_membership=options.do_not_cancel_membership,
+def work_unit(
+    ctx: Context, provider: BillingProvider, run: Run, items: Sequence[Item], *, owner: str, lease_until: datetime
+) -> dict[int, ItemOutcome]:
+    """Decide and do what one claimed unit needs; an outcome for every item, never raises for provider errors."""
+    outcomes: dict[int, ItemOutcome] = {}
+    for item in items:
+        if item.attempts > run.options.max_attempts:
+            outcomes[item.id] = ItemOutcome(
+                ItemState.FAILED,
+                reason=f"abandoned {item.attempts - 1} times (worker lost mid-action); "
+                "`rebill retry` settles it by reading the platform",
             )
-        )
-        return ItemOutcome(ItemState.REVERSED)
+    todo = [item for item in items if item.id not in outcomes]
+    if not todo:
+        return outcomes
+    try:
+        with provider.one_invoice_at_a_time():
+            _act(ctx, provider, run, todo, outcomes, owner=owner, lease_until=lease_until)
     except TransientProviderError as error:
-        if item.attempts >= options.max_attempts:
-            return ItemOutcome(
+        _transient(ctx, run, todo, outcomes, error)
+    except PermanentProviderError as error:
+        for item in todo:
+            outcomes.setdefault(item.id, ItemOutcome(ItemState.FAILED, reason=error.message, error=repr(error)))
+    return outcomes
+
+
+def _act(
+    ctx: Context,
+    provider: BillingProvider,
+    run: Run,
+    todo: list[Item],
+    outcomes: dict[int, ItemOutcome],
+    *,
+    owner: str,
+    lease_until: datetime,
+) -> None:
+    if any(item.claimed_before for item in todo):
+        outcomes.update(provider.settle(run, todo))
+        todo = [item for item in todo if item.id not in outcomes]
+        if not todo:
+            return
+    prepared = provider.prepare(run, todo)
+    outcomes.update(prepared.decided)
+    if not prepared.send:
+        return
+    if run.options.dry_run:
+        outcomes.update(provider.preview(run, prepared))
+    elif _claim_outlives_the_write(ctx, prepared.send, owner=owner, lease_until=lease_until):
+        outcomes.update(provider.apply(run, prepared))
+    else:
+        for item in prepared.send:
+            outcomes[item.id] = ItemOutcome(ItemState.IN_FLIGHT, reason="claim lost before the write was sent")
+
+
+def _transient(
+    ctx: Context, run: Run, todo: Sequence[Item], outcomes: dict[int, ItemOutcome], error: TransientProviderError
+) -> None:
+    """The unit waits for a retry with backoff, or fails once it has used its attempts."""
+    options = run.options
+    if isinstance(error, ProviderPaused) and run.notice != error.message:
+        ctx.ledger.update_run(run.id, now=ctx.clock(), notice=error.message)
+    for item in todo:
+        if item.id in outcomes:
+            continue
+        if item.attempts >= options.max_attempts and not isinstance(error, ProviderPaused):
+            outcomes[item.id] = ItemOutcome(
                 ItemState.FAILED,
                 reason=f"gave up after {item.attempts} attempts: {error.message}",
                 error=repr(error),
             )
+            continue
         delay = retry_delay(
             item.attempts,
             base=options.retry_backoff_seconds,
             cap=options.retry_backoff_max_seconds,
             retry_after=error.retry_after,
         )
-        return ItemOutcome(ItemState.RETRY_WAIT, error=repr(error), next_attempt_at=ctx.clock() + _seconds(delay))
-    except PermanentProviderError as error:
-        return ItemOutcome(ItemState.FAILED, reason=error.message, error=repr(error))
+        outcomes[item.id] = ItemOutcome(
+            ItemState.RETRY_WAIT, error=repr(error), next_attempt_at=ctx.clock() + timedelta(seconds=delay)
+        )
 
 
-def _claim_outlives_the_write(ctx: Context, item: Item, *, owner: str, lease_until: datetime) -> bool:
+def _clear_notice_once_moving(ctx: Context, run: Run, finished: Sequence[FinishedItem]) -> None:
+    """A pause's notice stays on the run until an item goes through again."""
+    if run.notice and any(done.outcome.state is ItemState.REVERSED for done in finished):
+        ctx.ledger.update_run(run.id, now=ctx.clock(), notice=None)
+
+
+def _claim_outlives_the_write(ctx: Context, items: Sequence[Item], *, owner: str, lease_until: datetime) -> bool:
     """The fence before the one call that must never be sent twice.
 
-    Nobody may claim the item before our lease ends, so while the lease outlives the longest write
+    Nobody may claim the items before our lease ends, so while the lease outlives the longest write
     call the claim is ours without asking; otherwise it is renewed in the ledger, which fails if
-    another worker took the item over after our lease ran out.
+    another worker took an item over after our lease ran out.
     """
     now = ctx.clock()
     if lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
         return True
-    return ctx.ledger.renew_lease(item.id, owner=owner, lease_until=now + ctx.runtime.lease)
-
-
-def _settle_by_reading(current: Invoice) -> ItemOutcome | None:
-    """After an unknown outcome: what the invoice says now, or None when it is still to reverse."""
-    if current.payment_amount or current.pending_payment_amount:
-        return ItemOutcome(ItemState.SKIPPED, reason=SkipReason.PAID_SINCE_PLANNING.value, settled_by_read=True)
-    if current.balance <= 0:
-        return ItemOutcome(
-            ItemState.REVERSED,
-            reason="confirmed reversed by reading the invoice after an unknown outcome",
-            settled_by_read=True,
-        )
-    return None
-
-
-def _why_not_reversible(current: Invoice, item: Item) -> ItemOutcome:
-    if current.payment_amount or current.pending_payment_amount:
-        return ItemOutcome(ItemState.SKIPPED, reason=SkipReason.PAID_SINCE_PLANNING.value)
-    if current.balance <= 0:
-        if item.claimed_before:
-            return ItemOutcome(
-                ItemState.REVERSED,
-                reason="confirmed reversed by reading the invoice after an unknown outcome",
-                settled_by_read=True,
-            )
-        return ItemOutcome(ItemState.SKIPPED, reason=SkipReason.REVERSED_OUTSIDE_RUN.value)
-    return ItemOutcome(
-        ItemState.FAILED,
-        reason="the platform says it cannot be reversed although it is open with no payments",
-    )
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
+    return ctx.ledger.renew_lease([item.id for item in items], owner=owner, lease_until=now + ctx.runtime.lease)

@@ -11,32 +11,17 @@ it, or the tenant has a completed billing pointing at it) is recorded as SKIPPED
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
-from orchestrator.domain.billing import BillingLog, BillingLogStatus
 from orchestrator.domain.errors import PermanentProviderError, RunRefused
-from orchestrator.domain.run import Run, RunOptions, RunState
+from orchestrator.domain.run import Run, RunOptions, RunState, Selection
 from orchestrator.services import planning
 from orchestrator.services.context import Context
 from orchestrator.services.ports import FiringLog, FiringOutcome, ScheduleFiring
 
 log = logging.getLogger(__name__)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class BillingChoice:
-    """Which billing of a cycle a schedule takes."""
-
-    cycle_name: str
-    run_name: str | None = None  # None: the latest completed billing of the cycle
-
-    def describe(self) -> str:
-        if self.run_name is None:
-            return f"the latest completed billing of cycle {self.cycle_name!r}"
-        return f"the completed billing {self.run_name!r} of cycle {self.cycle_name!r}"
 
 
 def slot_key(schedule: str, slot_at: datetime) -> str:
@@ -45,29 +30,16 @@ def slot_key(schedule: str, slot_at: datetime) -> str:
     return f"{schedule}@{moment.isoformat().replace('+00:00', 'Z')}"
 
 
-def choose_billing(ctx: Context, choice: BillingChoice) -> BillingLog | None:
-    """The billing the choice names, among the cycle's completed original billings (not rebills)."""
-    candidates = [
-        found
-        for found in ctx.provider.billing_logs_of_cycle(choice.cycle_name)
-        if found.status is BillingLogStatus.COMPLETED
-        and found.original_key is None  # a rebill's own log is the result, not something to redo
-        and found.party_id is None
-        and (choice.run_name is None or found.run_name == choice.run_name)
-    ]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda found: (found.billing_date or _EPOCH, found.effective_date or _EPOCH))
-
-
 def fire(
     ctx: Context,
     firings: FiringLog,
     *,
     schedule: str,
     slot_at: datetime,
-    choice: BillingChoice,
+    provider: str,
+    choice: Mapping[str, Any],
     options: RunOptions,
+    provider_options: Mapping[str, Any] | None = None,
 ) -> ScheduleFiring:
     """Fire one slot: start the run, or record why not. Safe to call any number of times per slot.
 
@@ -91,7 +63,7 @@ def fire(
                 outcome=outcome,
                 fired_at=ctx.clock(),
                 run_id=run_id,
-                billing_log_key=key,
+                selected=key,
                 reason=reason or None,
             )
         )
@@ -103,25 +75,31 @@ def fire(
         return record(FiringOutcome.STARTED, run_id=already, reason="run created by an earlier firing of the slot")
 
     try:
-        billing = choose_billing(ctx, choice)
-        if billing is None:
-            return record(FiringOutcome.SKIPPED, reason=f"no billing found: {choice.describe()} does not exist")
-        reason = _already_done(ctx, billing)
+        platform = ctx.provider(provider)
+        chosen = platform.choose_scheduled(choice)
+        if chosen.selector is None:
+            return record(FiringOutcome.SKIPPED, key=chosen.key, reason=chosen.reason or "nothing to run")
+        selection = platform.open(chosen.selector, provider_options or {}, options).selection
+        reason = _already_done(ctx, selection)
         if reason is not None:
             winner = firings.run_for_slot(slot)
             if winner is not None:  # the run in the way is this slot's own, made by a duplicate firing
-                return record(FiringOutcome.STARTED, run_id=winner, key=billing.key)
-            return record(FiringOutcome.SKIPPED, key=billing.key, reason=reason)
+                return record(FiringOutcome.STARTED, run_id=winner, key=chosen.key)
+            return record(FiringOutcome.SKIPPED, key=chosen.key, reason=reason)
         try:
-            run = planning.start_run(ctx, billing.key, options, schedule_slot=slot)
+            run = planning.start_run(
+                ctx, provider, chosen.selector, options, provider_options=provider_options, schedule_slot=slot
+            )
         except RunRefused as refused:
             winner = firings.run_for_slot(slot)
             if winner is not None:  # another scheduler fired the same slot a moment earlier
-                return record(FiringOutcome.STARTED, run_id=winner, key=billing.key)
-            return record(FiringOutcome.SKIPPED, key=billing.key, reason=str(refused))
+                return record(FiringOutcome.STARTED, run_id=winner, key=chosen.key)
+            return record(FiringOutcome.SKIPPED, key=chosen.key, reason=str(refused))
+    except RunRefused as refused:
+        return record(FiringOutcome.SKIPPED, reason=str(refused))
     except PermanentProviderError as error:
         return record(FiringOutcome.FAILED, reason=f"the tenant refused: {error}")
-    return record(FiringOutcome.STARTED, run_id=run.id, key=billing.key)
+    return record(FiringOutcome.STARTED, run_id=run.id, key=chosen.key)
 
 
 def record_unfired(
@@ -142,25 +120,18 @@ def record_unfired(
     return stored
 
 
-def _already_done(ctx: Context, billing: BillingLog) -> str | None:
-    """Why the billing must not be reverse-and-rebilled again, or None."""
-    label = f"billing {billing.key} ({billing.run_name or billing.cycle_name})"
-    for run in sorted(ctx.ledger.find_runs_by_billing(billing.key), key=lambda r: r.created_at, reverse=True):
+def _already_done(ctx: Context, selection: Selection) -> str | None:
+    """Why the selection must not be reverse-and-rebilled again by this slot, or None."""
+    for run in sorted(ctx.ledger.find_runs_by_scope(selection.scope), key=lambda r: r.created_at, reverse=True):
         if run.options.dry_run or run.state is RunState.CANCELLED:
             continue
-        return f"{label} {_taken_by(run)}"
-    for other in ctx.provider.find_billing_logs(original_key=billing.key):
-        if other.status is BillingLogStatus.COMPLETED:
-            return (
-                f"{label} was already reverse-and-rebilled on the tenant: completed BillingLog {other.key} "
-                f"({other.run_name or other.cycle_name}) points at it"
-            )
+        return f"{selection.label} {_taken_by(run)}"
     return None
 
 
 def _taken_by(run: Run) -> str:
-    if run.party_id is not None:
-        return f"has a single-contact run {run.id} (party {run.party_id}, {run.state.value})"
+    if not run.selection.whole:
+        return f"has a partial run {run.id} ({run.selection.label}, {run.state.value})"
     if run.state is RunState.COMPLETED:
         return f"was already reverse-and-rebilled by run {run.id} (COMPLETED)"
     if run.state.is_final:

@@ -130,7 +130,7 @@ def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: Kil
     billing = chaos.seed(3000)
     chaos.start_worker()
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.adapters.cli", "run", "--billing-log", billing.original_key, "--wait"],
+        [sys.executable, "-m", "orchestrator.entrypoints.cli", "run", "--billing-log", billing.original_key, "--wait"],
         env={**os.environ, **chaos.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -217,7 +217,7 @@ def test_an_invoice_that_always_fails_blocks_the_rebill_until_retried(chaos: Sta
 def test_two_runs_started_at_once_make_one_run(chaos: Stack) -> None:
     billing = chaos.seed(300)
     chaos.start_worker()
-    command = [sys.executable, "-m", "orchestrator.adapters.cli", "run", "--billing-log", billing.original_key]
+    command = [sys.executable, "-m", "orchestrator.entrypoints.cli", "run", "--billing-log", billing.original_key]
     env = {**os.environ, **chaos.env}
     both = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)

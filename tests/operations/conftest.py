@@ -55,7 +55,7 @@ class Deployment:
         log = self.stack.directory / f"{name}-{len(self.processes)}.log"
         with log.open("w") as handle:
             process = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.adapters.cli", *args],
+                [sys.executable, "-m", "orchestrator.entrypoints.cli", *args],
                 env={**os.environ, **self.stack.env, **env},
                 stdout=handle,
                 stderr=subprocess.STDOUT,

@@ -22,10 +22,10 @@ from typing import Any
 from click.testing import CliRunner, Result
 
 from orchestrator.adapters.broker import embedded
-from orchestrator.adapters.cli.main import CliState, cli
 from orchestrator.bootstrap import Container
-from orchestrator.config import Settings
+from orchestrator.config import Settings, load_settings
 from orchestrator.domain.run import Run, RunState
+from orchestrator.entrypoints.cli.main import CliState, cli
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState, SeededBilling
 from tests.support.databases import POSTGRES_ENV, REDIS_ENV, database_url
@@ -77,7 +77,7 @@ class Stack:
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {k[len("REBILL_") :].lower(): v for k, v in self.env.items()}
         values.update(overrides)
-        return Settings(**values)
+        return load_settings(**values)
 
     def container(self) -> Container:
         return Container(self.settings())
@@ -87,7 +87,7 @@ class Stack:
         log = self.directory / f"worker-{len(self.workers)}.log"
         with log.open("w") as handle:  # the child keeps its own descriptor
             process = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.adapters.cli", "worker", f"--concurrency={concurrency}"],
+                [sys.executable, "-m", "orchestrator.entrypoints.cli", "worker", f"--concurrency={concurrency}"],
                 env={**os.environ, **self.env, **env},
                 stdout=handle,
                 stderr=subprocess.STDOUT,

@@ -11,9 +11,9 @@ from celery import Celery
 from celery.schedules import crontab
 from click.testing import CliRunner
 
-from orchestrator.adapters.cli.main import CliState, cli
 from orchestrator.adapters.schedules import CronTiming, EveryTiming, ScheduleFileError, parse_schedule
 from orchestrator.domain.run import RunMode
+from orchestrator.entrypoints.cli.main import CliState, cli
 
 GOOD = """\
 # Billing-cycle schedules

@@ -35,7 +35,7 @@ def _firing(row: ScheduleFiringRow) -> ScheduleFiring:
         outcome=FiringOutcome(row.outcome),
         fired_at=row.fired_at,
         run_id=row.run_id,
-        billing_log_key=row.billing_log_key,
+        selected=row.billing_log_key,
         reason=row.reason,
     )
 
@@ -54,7 +54,7 @@ class SqlFiringLog:
             "slot_at": firing.slot_at,
             "outcome": firing.outcome.value,
             "run_id": firing.run_id,
-            "billing_log_key": firing.billing_log_key,
+            "billing_log_key": firing.selected,
             "reason": firing.reason,
             "fired_at": firing.fired_at,
         }

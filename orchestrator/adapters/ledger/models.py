@@ -73,35 +73,63 @@ class RunRow(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
-    original_key: Mapped[str] = mapped_column(String(64), index=True)
-    party_id: Mapped[str | None] = mapped_column(String(64))
-    # Unique while the run holds its billing: a second run of the same billing is refused.
+    # What the run covers: every run of one scope is checked against the others under its scope row.
+    scope: Mapped[str] = mapped_column(String(200), index=True)
+    selection_label: Mapped[str] = mapped_column(Text)
+    selector: Mapped[dict[str, Any]] = mapped_column(JSON)
+    whole: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Unique while the run holds its part of the scope: a second run of the same part is refused.
     guard_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     state: Mapped[str] = mapped_column(String(24), index=True)
     reason_code: Mapped[str | None] = mapped_column(String(40))
     reason: Mapped[str | None] = mapped_column(Text)
+    notice: Mapped[str | None] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(JSON)
-    original_log: Mapped[dict[str, Any]] = mapped_column(JSON)
-    tracking_log_key: Mapped[str | None] = mapped_column(String(64))
-    tracking_log_created: Mapped[bool] = mapped_column(Boolean, default=False)
+    provider_options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    provider_state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    item_actions: Mapped[bool] = mapped_column(Boolean, default=True)
     planned: Mapped[bool] = mapped_column(Boolean, default=False)
     plan_offset: Mapped[int] = mapped_column(Integer, default=0)
-    plan_count: Mapped[int] = mapped_column(Integer, default=0)  # items planned to reverse so far
+    plan_count: Mapped[int] = mapped_column(Integer, default=0)  # items planned to act on so far
     invoice_count: Mapped[int] = mapped_column(Integer, default=0)  # every invoice seen
-    rebill_phase: Mapped[str] = mapped_column(String(16), default="NOT_SENT")
-    rebill_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    rebill_task_id: Mapped[str | None] = mapped_column(String(64))
-    rebill_log_key: Mapped[str | None] = mapped_column(String(64))
-    known_log_keys: Mapped[list[str] | None] = mapped_column(JSON)
-    batch_id: Mapped[str | None] = mapped_column(String(64))
-    batch_posted: Mapped[bool] = mapped_column(Boolean, default=False)
-    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_status_subject: Mapped[str | None] = mapped_column(String(200))
+    last_status_code: Mapped[str | None] = mapped_column(String(40))
+    last_status_label: Mapped[str | None] = mapped_column(String(200))
     last_status_change_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     next_poll_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     schedule_slot: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class ScopeRow(Base):
+    """One row per scope, locked while a new run of the scope is checked against the others and
+    inserted: whatever kinds of run meet, only one decides at a time."""
+
+    __tablename__ = "run_scopes"
+
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class StepRow(Base):
+    """A run-level call (a rebill task, a generate call, an import), claimed once before it is sent."""
+
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("run_id", "key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(40))
+    phase: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ref: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class ChunkRow(Base):
@@ -131,8 +159,8 @@ class ItemRow(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     chunk_id: Mapped[int | None] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"))
     invoice_id: Mapped[str] = mapped_column(String(128))
-    invoice_number: Mapped[int | None] = mapped_column(BigInteger)
-    accounting_method: Mapped[int] = mapped_column(Integer)
+    invoice_number: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     party_id: Mapped[str | None] = mapped_column(String(64))
     party_name: Mapped[str | None] = mapped_column(String(200))
     amount: Mapped[Decimal] = mapped_column(Money)
@@ -142,6 +170,9 @@ class ItemRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claims_total: Mapped[int] = mapped_column(Integer, default=0)
     settled_by_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    result_ref: Mapped[str | None] = mapped_column(String(200))
+    rebill_ref: Mapped[str | None] = mapped_column(String(200))
+    new_amount: Mapped[Decimal | None] = mapped_column(Money)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(120))
@@ -170,7 +201,8 @@ class StatusEventRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    billing_log_key: Mapped[str] = mapped_column(String(64))
-    status: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(200))
+    code: Mapped[str] = mapped_column(String(40))
+    label: Mapped[str] = mapped_column(String(200))
     observed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     note: Mapped[str | None] = mapped_column(Text)

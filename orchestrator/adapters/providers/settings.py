@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.domain.errors import ConfigurationError
@@ -29,6 +29,7 @@ class ProviderSettings(BaseSettings):
     #: The settings (field names) that must be set before anything is called.
     required_fields: ClassVar[tuple[str, ...]] = ()
 
+    base_url: AnyHttpUrl | None = None
     timeout_seconds: PositiveFloat = 30.0
     connect_timeout_seconds: PositiveFloat = 5.0
     max_concurrency: PositiveInt = 4
@@ -51,6 +52,12 @@ class ProviderSettings(BaseSettings):
     def configured(self) -> bool:
         """Every required setting is present (the provider can be called)."""
         return not self.missing()
+
+    def base(self) -> str:
+        """The tenant's URL without a trailing slash (set: `require()` passed)."""
+        if self.base_url is None:
+            raise ConfigurationError(f"{self.env_name('base_url')} must be set to talk to {self.platform}")
+        return str(self.base_url).rstrip("/")
 
     def missing(self) -> list[str]:
         return [self.env_name(name) for name in self.required_fields if not getattr(self, name)]

@@ -174,9 +174,10 @@ class _Waiter:
     lead: bool = False
 
 
-def tenant_key(base_url: str) -> str:
-    """Redis key prefix of one tenant; the hash tag keeps every key of a limit on one cluster slot."""
-    return "rebill:limit:{imis:" + base_url.rstrip("/").lower() + "}"
+def tenant_key(base_url: str, provider: str = "imis") -> str:
+    """Redis key prefix of one tenant of one platform; the hash tag keeps every key of a limit on one
+    cluster slot. Two platforms never share a slot, even behind one host."""
+    return "rebill:limit:{" + provider + ":" + base_url.rstrip("/").lower() + "}"
 
 
 class TenantLimiter:

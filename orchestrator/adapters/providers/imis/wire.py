@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from orchestrator.adapters.providers.http import decode_json
-from orchestrator.domain.billing import AccountingMethod, AutoPayOption, BatchStatus, BillingLogStatus
+from orchestrator.adapters.providers.imis.model import AccountingMethod, AutoPayOption, BatchStatus, BillingLogStatus
 
 __all__ = [
     "BatchSummaryData",

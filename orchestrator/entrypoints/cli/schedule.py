@@ -47,7 +47,7 @@ def _firing_json(firing: ScheduleFiring | None) -> dict[str, Any] | None:
         "fired_at": firing.fired_at.isoformat(),
         "outcome": firing.outcome.value,
         "run_id": firing.run_id,
-        "billing_log_key": firing.billing_log_key,
+        "billing_log_key": firing.selected,
         "reason": firing.reason,
     }
 
@@ -57,12 +57,13 @@ def _entry_json(entry: ScheduleEntry, schedule: Schedule, now: datetime, count: 
     return {
         "name": entry.name,
         "enabled": entry.enabled,
-        "cycle": entry.choice.cycle_name,
-        "billing": entry.choice.describe(),
+        "provider": entry.provider,
+        "cycle": entry.choice.get("cycle"),
+        "billing": entry.describe(),
         "when": entry.timing.describe(),
         "timezone": schedule.timezone,
         "next": [moment.isoformat() for moment in times],
-        "options": {k: str(v) for k, v in entry.options.items()},
+        "options": {k: str(v) for k, v in {**entry.options, **entry.provider_options}.items()},
     }
 
 

@@ -6,27 +6,29 @@ Exit codes: 0 done (for `run --wait`: completed with BillingLog status 2), 1 the
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.bootstrap import Container
 from orchestrator.config import load_settings
-from orchestrator.domain.errors import ProviderAuthError, ProviderError, RebillError
-from orchestrator.domain.run import RunMode
-from orchestrator.services import planning, reconciler, runs
+from orchestrator.domain.errors import ConfigurationError, ProviderAuthError, ProviderError, RebillError
+from orchestrator.entrypoints.cli.platform_options import given, infer_platform, platform_options, split_for
+from orchestrator.services import planning, reconciler, reports, runs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_RUN_NOT_COMPLETED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_INTERNAL = 0, 1, 2, 130, 70
+
+#: Upper bounds of numeric options: past them a value is a typo, not a plan.
+MAX_CHUNK_SIZE = 10_000
+MAX_ATTEMPTS = 100
 
 
 class RebillGroup(click.Group):
@@ -69,8 +71,8 @@ class CliState:
             from orchestrator.adapters.logs import register_secret
 
             settings = load_settings()
-            for secret in (settings.imis_password, settings.flower_basic_auth):
-                register_secret(secret.get_secret_value() if secret is not None else None)
+            for secret in settings.secret_values():
+                register_secret(secret)
             self._container = Container(settings)
         return self._container
 
@@ -97,36 +99,24 @@ def cli(ctx: click.Context) -> None:
 
 def _run_options(fn: F) -> F:
     options = [
-        click.option("--party-id", help="Single contact: reverse and rebill only this party's invoices."),
-        click.option("--dry-run", is_flag=True, help="Plan and show the rebill request; no write call is made."),
-        click.option(
-            "--mode",
-            type=click.Choice([m.value for m in RunMode]),
-            default=RunMode.ORCHESTRATED.value,
-            show_default=True,
-            help="native: one server-side task with both actions (iMIS 20.3.208+).",
-        ),
-        click.option("--no-tracking-log", is_flag=True, help="Do not POST a 'Reversing invoices' BillingLog first."),
+        click.option("--dry-run", is_flag=True, help="Plan and show what would be sent; no write call is made."),
         click.option("--allow-partial", is_flag=True, help="Rebill even if some invoices could not be reversed."),
-        click.option("--chunk-size", type=click.IntRange(min=1), help="Invoices per reversal task."),
-        click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts per invoice on transient errors."),
-        click.option("--adjustment-reason", help="AdjustmentReason sent with each reversal."),
-        click.option("--adjustment-date", type=click.DateTime(formats=["%Y-%m-%d"]), help="Default: today."),
         click.option(
-            "--cancel-membership",
-            is_flag=True,
-            help="Send DoNotCancelMembership=false (memberships are kept by default).",
+            "--chunk-size", type=click.IntRange(min=1, max=MAX_CHUNK_SIZE), help="Invoices per reversal task."
         ),
         click.option(
-            "--auto-post-batch/--no-auto-post-batch", default=None, help="AutomaticallyPostBatch on the rebill."
+            "--max-attempts",
+            type=click.IntRange(min=1, max=MAX_ATTEMPTS),
+            help="Attempts per invoice on transient errors.",
         ),
         click.option(
-            "--post-unposted-batch/--leave-unposted-batch",
-            default=None,
-            help="Post the batch when the BillingLog stops at 4 (Unposted batch).",
+            "--poll-interval", type=click.FloatRange(min=0.05, max=3600), help="Seconds between status reads."
         ),
-        click.option("--poll-interval", type=click.FloatRange(min=0.05), help="Seconds between BillingLog reads."),
-        click.option("--stall-after", type=click.FloatRange(min=1), help="Seconds without a status change: STALLED."),
+        click.option(
+            "--stall-after",
+            type=click.FloatRange(min=1, max=30 * 86400),
+            help="Seconds without a status change: STALLED.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -134,56 +124,76 @@ def _run_options(fn: F) -> F:
 
 
 @cli.command()
-@click.option("--billing-log", "billing_log", required=True, help="BillingLogKey of the billing to reverse.")
+@click.option("--provider", help="The platform to run on (default: the one configured; see `rebill providers`).")
+@platform_options
 @_run_options
 @click.option("--wait", is_flag=True, help="Follow the run with live progress; exit 0 only if it completed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @pass_state
-def run(state: CliState, /, billing_log: str, wait: bool, as_json: bool, **raw: Any) -> None:
-    """Reverse every open, unpaid invoice of a billing and rebill its members."""
+def run(state: CliState, /, provider: str | None, wait: bool, as_json: bool, **raw: Any) -> None:
+    """Reverse every eligible invoice of a selection and rebill it (iMIS: `--billing-log KEY`)."""
     container = state.container
+    values = given(raw)
+    name = _choose_provider(container, provider, values)
+    selector, provider_options = split_for(PLATFORMS[name], values)
     options = container.settings.run_options(
-        party_id=raw["party_id"],
         dry_run=raw["dry_run"] or None,
-        mode=RunMode(raw["mode"]),
-        tracking_log=False if raw["no_tracking_log"] else None,
         allow_partial=raw["allow_partial"] or None,
         chunk_size=raw["chunk_size"],
         max_attempts=raw["max_attempts"],
-        adjustment_reason=raw["adjustment_reason"],
-        adjustment_date=raw["adjustment_date"].date() if raw["adjustment_date"] else None,
-        do_not_cancel_membership=False if raw["cancel_membership"] else None,
-        automatically_post_batch=raw["auto_post_batch"],
-        post_unposted_batch=raw["post_unposted_batch"],
         poll_interval_seconds=raw["poll_interval"],
         stall_after_seconds=raw["stall_after"],
     )
     ctx = container.context
     try:
-        started = planning.start_run(ctx, billing_log, options)
+        started = planning.start_run(ctx, name, selector, options, provider_options=provider_options)
     except ProviderError as error:
-        raise _start_error(container, error) from None
+        raise _start_error(container, name, error) from None
     if options.dry_run:
-        from orchestrator.adapters.cli.output import print_dry_run
+        from orchestrator.entrypoints.cli.output import print_dry_run
+        from orchestrator.entrypoints.cli.progress import follow
 
-        print_dry_run(ctx, started, as_json=as_json)
+        if not started.state.is_final:
+            follow(container, started.id, quiet=as_json)
+        print_dry_run(ctx, runs.find_run(ctx, started.id), as_json=as_json)
         return
     if as_json and not wait:
-        click.echo(json.dumps(runs.run_summary(ctx, started), indent=2))
+        click.echo(json.dumps(reports.run_summary(ctx, started), indent=2))
         return
     click.echo(started.id)
     if wait:
-        from orchestrator.adapters.cli.progress import follow
+        from orchestrator.entrypoints.cli.progress import follow
 
         sys.exit(follow(container, started.id))
 
 
-def _start_error(container: Container, error: ProviderError) -> RebillError:
-    """A tenant we cannot talk to is bad input for `run`: say which setting to look at."""
+def _choose_provider(container: Container, asked: str | None, values: dict[str, Any]) -> str:
+    """`--provider`, else the only configured one, else the one the selection's options belong to."""
+    if asked is not None:
+        if asked not in PLATFORMS:
+            raise click.UsageError(f"no provider {asked[:40]!r}: choose one of {', '.join(PLATFORMS)}")
+        return asked
+    inferred = infer_platform(values)
+    if inferred is not None:
+        return inferred
+    configured = container.settings.configured_providers()
+    if len(configured) == 1:
+        return configured[0]
+    if not configured:
+        raise ConfigurationError(
+            "no provider is configured: set one platform's settings (see `rebill providers`), e.g. "
+            "REBILL_IMIS_BASE_URL, REBILL_IMIS_USERNAME and REBILL_IMIS_PASSWORD"
+        )
+    raise click.UsageError(f"several providers are configured: choose one with --provider ({', '.join(configured)})")
+
+
+def _start_error(container: Container, provider: str, error: ProviderError) -> RebillError:
+    """A tenant we cannot talk to is bad input for `run`: say which settings to look at."""
+    settings = container.settings.provider(provider)
+    credentials = ", ".join(settings.env_name(field) for field in settings.required_fields if field != "base_url")
     if isinstance(error, ProviderAuthError):
-        return RebillError(f"cannot start: {error} (check REBILL_IMIS_USERNAME and REBILL_IMIS_PASSWORD)")
-    base = str(container.settings.imis_base_url or "").rstrip("/")
-    return RebillError(f"cannot start: {error} (REBILL_IMIS_BASE_URL={base})")
+        return RebillError(f"cannot start: {error} (check {credentials})")
+    return RebillError(f"cannot start: {error} ({settings.env_name('base_url')}={settings.base()})")
 
 
 @cli.command()
@@ -191,12 +201,12 @@ def _start_error(container: Container, error: ProviderError) -> RebillError:
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
 def status(state: CliState, run_id: str, as_json: bool) -> None:
-    """A run's state, counts per item state, BillingLog status history and rebill log key."""
-    from orchestrator.adapters.cli.output import print_status
+    """A run's state, counts per item state, the platform's status history and steps."""
+    from orchestrator.entrypoints.cli.output import print_status
 
     ctx = state.container.context
     found = runs.find_run(ctx, run_id)
-    summary = runs.run_summary(ctx, found)
+    summary = reports.run_summary(ctx, found)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -208,7 +218,7 @@ def status(state: CliState, run_id: str, as_json: bool) -> None:
 @pass_state
 def list_runs(state: CliState, limit: int) -> None:
     """The most recent runs."""
-    from orchestrator.adapters.cli.output import print_runs
+    from orchestrator.entrypoints.cli.output import print_runs
 
     print_runs(state.container.ledger.list_runs(limit))
 
@@ -223,7 +233,7 @@ def retry(state: CliState, run_id: str, wait: bool) -> None:
     result = runs.retry_run(container.context, run_id)
     click.echo(result.message)
     if wait and result.resumed:
-        from orchestrator.adapters.cli.progress import follow
+        from orchestrator.entrypoints.cli.progress import follow
 
         sys.exit(follow(container, runs.find_run(container.context, run_id).id))
 
@@ -242,7 +252,9 @@ def cancel(state: CliState, run_id: str) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @pass_state
 def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
-    """One line per invoice: id, party, amount, outcome, reason, attempts."""
+    """One line per invoice: id, number, party, amount, outcome, reason, the platform's references, attempts."""
+    from orchestrator.entrypoints.cli.output import write_report
+
     ctx = state.container.context
     found = runs.find_run(ctx, run_id)
     if output is None:
@@ -254,24 +266,40 @@ def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
     click.echo(str(output))
 
 
-def write_report(ctx: Any, found: Any, fmt: str, handle: Any) -> None:
-    rows = runs.report_rows(ctx, found)
-    if fmt == "csv":
-        writer = csv.DictWriter(handle, fieldnames=runs.REPORT_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "amount": runs.money(row["amount"])})
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def providers(click_ctx: click.Context) -> None:
+    """The platforms rebill knows, and whether each is configured here."""
+    if click_ctx.invoked_subcommand is not None:
         return
-    for row in rows:
-        handle.write(json.dumps(row, default=_json_default) + "\n")
+    settings = click_ctx.ensure_object(CliState).container.settings
+    for name in PLATFORMS:
+        own = settings.provider(name)
+        missing = own.missing()
+        where = (
+            f"{own.base()}, cap {own.max_concurrency}" if not missing else "not configured: set " + ", ".join(missing)
+        )
+        click.echo(f"{name:<11} {own.platform:<11} {where}")
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return runs.money(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+@providers.command("check")
+@click.argument("name", required=False)
+@pass_state
+def providers_check(state: CliState, name: str | None) -> None:
+    """Sign in to each configured provider (or NAME) and read one page; exit 1 if any fails."""
+    container = state.container
+    names = [name] if name else container.settings.configured_providers()
+    if not names:
+        raise ConfigurationError("no provider is configured (see `rebill providers`)")
+    failed = 0
+    for provider in names:
+        try:
+            line = f"ok: {container.providers.get(provider).check()}"
+        except RebillError as error:
+            failed += 1
+            line = f"FAILED: {_one_line(error)}"
+        click.echo(f"{provider}: {line}")
+    sys.exit(EXIT_RUN_NOT_COMPLETED if failed else EXIT_OK)
 
 
 @cli.command()
@@ -347,7 +375,7 @@ def metrics(state: CliState, address: str | None, port: int) -> None:
 
 
 def _mount_schedule_commands() -> None:
-    from orchestrator.adapters.cli.schedule import schedule
+    from orchestrator.entrypoints.cli.schedule import schedule
 
     cli.add_command(schedule)
 
@@ -376,7 +404,7 @@ _mount_simulators()
 @click.option("--workers", "concurrency", type=click.IntRange(min=1), default=8, show_default=True)
 def demo(invoices: int, latency_ms: float, seed: int | None, concurrency: int) -> None:
     """A whole reverse-and-rebill against the built-in iMIS simulator, with live progress."""
-    from orchestrator.adapters.cli.demo import run_demo
+    from orchestrator.entrypoints.cli.demo import run_demo
 
     sys.exit(run_demo(invoices=invoices, latency_ms=latency_ms, seed=seed, concurrency=concurrency))
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
-from orchestrator.adapters.cli.progress import follow
 from orchestrator.bootstrap import Container, broker_url
 from orchestrator.config import load_settings
 from orchestrator.domain.run import ItemState
+from orchestrator.entrypoints.cli.output import write_report
+from orchestrator.entrypoints.cli.progress import follow
 from orchestrator.services import planning, runs
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState
@@ -48,7 +49,7 @@ def run_demo(*, invoices: int, latency_ms: float, seed: int | None, concurrency:
         worker_log = data_dir / "demo-worker.log"
         with worker_log.open("w") as log_handle:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.adapters.cli", "worker", f"--concurrency={concurrency}"],
+                [sys.executable, "-m", "orchestrator.entrypoints.cli", "worker", f"--concurrency={concurrency}"],
                 env=env,
                 stdout=log_handle,
                 stderr=subprocess.STDOUT,
@@ -63,7 +64,7 @@ def run_demo(*, invoices: int, latency_ms: float, seed: int | None, concurrency:
                     )
                 )
                 options = container.settings.run_options()
-                run = planning.start_run(container.context, billing.original_key, options)
+                run = planning.start_run(container.context, "imis", {"billing_log": billing.original_key}, options)
                 click.echo(f"run {run.id} started; worker log: {worker_log}")
                 code = follow(container, run.id)
                 report = _write_report(container, run.id, data_dir)
@@ -79,8 +80,6 @@ def run_demo(*, invoices: int, latency_ms: float, seed: int | None, concurrency:
 
 
 def _write_report(container: Container, run_id: str, data_dir: Path) -> Path:
-    from orchestrator.adapters.cli.main import write_report
-
     ctx = container.context
     path = data_dir / "reports" / f"{run_id}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,14 +97,14 @@ def _summarise(container: Container, run_id: str, state: ImisState, seconds: flo
         outcomes[item.state] += 1
         if item.state is not ItemState.REVERSED:
             reasons[f"{item.state.value.lower()}: {item.reason}"] += 1
-    path = " → ".join(str(int(event.status)) for event in ctx.ledger.status_events(run.id))
+    path = " → ".join(event.code for event in ctx.ledger.status_events(run.id))
     counters = state.counters()
     twice = sum(1 for count in counters["reversals"].values() if count > 1)
     click.echo("")
     click.echo(f"reversed  {outcomes[ItemState.REVERSED]}")
     for reason, count in reasons.most_common():
         click.echo(f"{count:>8}  {reason}")
-    click.echo(f"BillingLog {run.progress_log_key}: {path}")
+    click.echo(f"BillingLog {run.last_status.subject if run.last_status else '-'}: {path}")
     click.echo(
         f"simulator: {sum(counters['reversals'].values())} reversals applied, {twice} invoice(s) reversed twice, "
         f"{counters['refused_second_reversals']} second reversal(s) refused, {len(counters['rebills'])} rebill(s)"

@@ -9,22 +9,21 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestrator.bootstrap import Container
-from orchestrator.domain.billing import BillingLogStatus
 from orchestrator.domain.run import OPEN_ITEM_STATES, Run, RunState
-from orchestrator.services.runs import run_summary
+from orchestrator.services.reports import run_summary
 
 _REFRESH_SECONDS = 0.5
 
 
 def outcome_code(run: Run) -> int:
-    """0 only for a run that completed with its BillingLog at 2 (Completed)."""
-    completed = run.state is RunState.COMPLETED and run.last_status is BillingLogStatus.COMPLETED
-    return 0 if completed else 1
+    """0 only for a completed run (the provider completes a run only once its platform says it is done),
+    or a dry run that previewed everything."""
+    return 0 if run.state in (RunState.COMPLETED, RunState.DRY_RUN) else 1
 
 
-def follow(container: Container, run_id: str) -> int:
+def follow(container: Container, run_id: str, *, quiet: bool = False) -> int:
     ledger = container.ledger
-    interactive = sys.stdout.isatty()
+    interactive = sys.stdout.isatty() and not quiet
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, TextColumn("{task.fields[note]}"), disable=not interactive) as progress:
         planning = progress.add_task("planning", total=None, note="")
@@ -44,20 +43,22 @@ def follow(container: Container, run_id: str) -> int:
                 total=run.plan_count if run.planned else None,
                 note=", ".join(f"{state.value.lower()} {n}" for state, n in sorted(counts.items()) if n),
             )
-            path = " → ".join(str(int(e.status)) for e in ledger.status_events(run_id))
-            progress.update(rebilling, note=f"BillingLog {path}" if path else "")
+            path = " → ".join(event.code for event in ledger.status_events(run_id))
+            progress.update(rebilling, note=f"status {path}" if path else "")
             if run.state is not last_state:
                 last_state = run.state
-                if not interactive:
+                if not interactive and not quiet:
                     click.echo(f"{run.state.value.lower()}" + (f": {run.reason}" if run.reason else ""))
             if run.state.is_final:
                 break
             time.sleep(_REFRESH_SECONDS)
+    if quiet:
+        return outcome_code(run)
     summary = run_summary(container.context, run)
     click.echo(f"run {run.id}: {run.state.value}" + (f": {run.reason}" if run.reason else ""))
     items = summary["items"]
     click.echo(
         f"  reversed {items['REVERSED']}, skipped {items['SKIPPED']}, failed {items['FAILED']}; "
-        f"BillingLog {' → '.join(str(e['status']) for e in summary['billing_log_status_history']) or '-'}"
+        f"status {' → '.join(str(e['status']) for e in summary['status_history']) or '-'}"
     )
     return outcome_code(run)

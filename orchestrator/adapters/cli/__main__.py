@@ -1,3 +1,0 @@
-from orchestrator.adapters.cli.main import main
-
-main()

@@ -1,0 +1,3 @@
+from orchestrator.entrypoints.cli.main import main
+
+main()
