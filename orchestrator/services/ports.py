@@ -161,7 +161,8 @@ class ScheduledSelection:
 
     selector: Mapping[str, Any] | None
     key: str | None = None  # what was chosen, for the firing record
-    reason: str | None = None
+    reason: str | None = None  # why there is nothing to run
+    done_on_platform: str | None = None  # the platform shows it was already reverse-and-rebilled: why
 
 
 class FollowView(Protocol):

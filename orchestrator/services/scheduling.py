@@ -80,7 +80,7 @@ def fire(
         if chosen.selector is None:
             return record(FiringOutcome.SKIPPED, key=chosen.key, reason=chosen.reason or "nothing to run")
         selection = platform.open(chosen.selector, provider_options or {}, options).selection
-        reason = _already_done(ctx, selection)
+        reason = _already_done(ctx, selection) or chosen.done_on_platform
         if reason is not None:
             winner = firings.run_for_slot(slot)
             if winner is not None:  # the run in the way is this slot's own, made by a duplicate firing

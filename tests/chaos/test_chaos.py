@@ -99,7 +99,7 @@ def verify(stack: Stack, billing: SeededBilling, run_id: str, scenario: str, **o
 def _statuses(stack: Stack, run_id: str) -> list[int]:
     container = stack.container()
     try:
-        return [int(event.status) for event in container.ledger.status_events(run_id)]
+        return [int(event.code) for event in container.ledger.status_events(run_id)]
     finally:
         container.close()
 

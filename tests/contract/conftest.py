@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.adapters.providers.imis import ImisClient, ImisProvider
+from orchestrator.adapters.providers.imis import ImisClient, ImisApi
 from orchestrator.domain.billing import ApiCall
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState, SeededBilling
@@ -71,5 +71,5 @@ def client(make_client: Callable[..., ImisClient]) -> ImisClient:
 
 
 @pytest.fixture
-def provider(client: ImisClient) -> ImisProvider:
-    return ImisProvider(client)
+def provider(client: ImisClient) -> ImisApi:
+    return ImisApi(client)

@@ -1,4 +1,4 @@
-"""ImisClient and ImisProvider against the real iMIS simulator over loopback HTTP."""
+"""ImisClient and ImisApi against the real iMIS simulator over loopback HTTP."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.adapters.providers.imis import ImisClient, ImisProvider
-from orchestrator.domain.billing import (
+from orchestrator.adapters.providers.imis import ImisClient, ImisApi
+from orchestrator.domain.billing import ApiCall, CallOutcome
+from orchestrator.adapters.providers.imis.model import (
     AccountingMethod,
-    ApiCall,
     BatchStatus,
     BillingLog,
     BillingLogStatus,
-    CallOutcome,
-    Invoice,
+    ImisInvoice,
     Rebill,
     Reversal,
     ServerSideReversal,
@@ -47,9 +46,7 @@ def first_open(client: ImisClient, billing: SeededBilling, *, legacy: bool = Fal
     raise AssertionError("the seeded billing has no such invoice")
 
 
-def wait_for_status(
-    provider: ImisProvider, key: str, wanted: set[BillingLogStatus], timeout: float = 10.0
-) -> BillingLog:
+def wait_for_status(provider: ImisApi, key: str, wanted: set[BillingLogStatus], timeout: float = 10.0) -> BillingLog:
     deadline = time.monotonic() + timeout
     while True:
         log = provider.get_billing_log(key)
@@ -243,7 +240,7 @@ class TestReversals:
 
     def test_accrual(self, make_client: Callable[..., ImisClient], state: ImisState) -> None:
         accrual = state.seed_billing(invoices=10, seed=2, cycle_name="Chapter Dues", accounting_method=ACCRUAL)
-        provider = ImisProvider(make_client(wrap_primitives=True))
+        provider = ImisApi(make_client(wrap_primitives=True))
         invoice = provider.get_invoice(accrual.open_invoice_ids[0])
         assert invoice.accounting_method is AccountingMethod.ACCRUAL
         assert invoice.number is not None
@@ -267,7 +264,7 @@ class TestConcurrency:
         # Tokens live 2 s and are refreshed 1 s ahead; every call takes 120 ms; 8 threads share one client.
         state.faults.update(token_lifetime_seconds=2, latency_ms=120)
         client = make_client(refresh_margin_seconds=1.0)
-        provider = ImisProvider(client)
+        provider = ImisApi(client)
 
         def reverse(invoice_id: str) -> None:
             invoice = provider.get_invoice(invoice_id)
@@ -287,7 +284,7 @@ class TestConcurrency:
 
 class TestProviderFlow:
     def test_reverse_then_rebill_alone(
-        self, provider: ImisProvider, state: ImisState, billing: SeededBilling, calls: list[ApiCall]
+        self, provider: ImisApi, state: ImisState, billing: SeededBilling, calls: list[ApiCall]
     ) -> None:
         state.faults.update(page_size_cap=7, task_step_seconds=0.01)
         original = provider.get_billing_log(billing.original_key)
@@ -339,7 +336,7 @@ class TestProviderFlow:
         }
 
     def test_server_side_reverse_and_rebill_with_a_batch_to_post(
-        self, provider: ImisProvider, state: ImisState, billing: SeededBilling
+        self, provider: ImisApi, state: ImisState, billing: SeededBilling
     ) -> None:
         state.faults.update(task_step_seconds=0.01)
         original = provider.get_billing_log(billing.original_key)
@@ -364,7 +361,7 @@ class TestProviderFlow:
             provider.post_batch(log.batch_id)
 
     def test_single_contact_without_tracking_log(
-        self, provider: ImisProvider, state: ImisState, billing: SeededBilling
+        self, provider: ImisApi, state: ImisState, billing: SeededBilling
     ) -> None:
         state.faults.update(task_step_seconds=0.01)
         original = provider.get_billing_log(billing.original_key)

@@ -34,7 +34,7 @@ from orchestrator.adapters.providers.tenant_limit import (
     tenant_key,
 )
 from orchestrator.bootstrap import Container
-from orchestrator.config import Settings
+from orchestrator.config import load_settings
 from orchestrator.domain.errors import ProviderNotFound, ProviderTimeout
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState, SeededBilling
@@ -604,7 +604,7 @@ class TestOneSlotPerInvoice:
 
 class TestWiring:
     def test_the_container_limits_its_client(self, redis_url: str, server: SimulatorServer, tmp_path: Path) -> None:
-        settings = Settings(
+        settings = load_settings(
             broker_url=redis_url,
             data_dir=tmp_path,
             imis_base_url=server.base_url,
@@ -615,7 +615,7 @@ class TestWiring:
         )
         container = Container(settings)
         try:
-            transport = container.transport
+            transport = container.transport("imis")
             assert isinstance(transport, LimitedTransport)
             assert transport.limiter.max_concurrency == 3
             assert transport.limiter.rate == 25

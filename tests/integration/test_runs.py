@@ -24,7 +24,7 @@ def summary(stack: Stack, run_id: str) -> dict[str, object]:
 
 
 def statuses(stack: Stack, run_id: str) -> list[int]:
-    return [event["status"] for event in summary(stack, run_id)["billing_log_status_history"]]  # type: ignore[index, union-attr]
+    return [int(event["status"]) for event in summary(stack, run_id)["status_history"]]  # type: ignore[index, union-attr]
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_a_2000_invoice_run_completes_with_each_eligible_invoice_reversed_exactl
     run = stack.wait_for(run_id)
     counters = assert_exactly_once(stack, billing, run)
     [rebill] = [r for r in counters["rebills"] if r["original_key"] == billing.original_key]
-    assert rebill["progress_log_key"] == run.tracking_log_key
+    assert rebill["progress_log_key"] == run.provider_state["tracking_log_key"]
     assert rebill["party_id"] is None
     assert rebill["auto_post"] is True
     assert rebill["with_reverse_action"] is False
@@ -68,7 +68,7 @@ def test_an_unposted_batch_is_posted_when_configured(stack: Stack) -> None:
 
     assert code == 0, output
     assert statuses(stack, run_id) == [5, 1, 4, 2]
-    assert summary(stack, run_id)["batch_posted"] is True
+    assert summary(stack, run_id)["details"]["batch_posted"] is True
 
 
 def test_an_unposted_batch_left_alone_needs_attention_naming_the_batch(stack: Stack) -> None:
@@ -80,7 +80,7 @@ def test_an_unposted_batch_left_alone_needs_attention_naming_the_batch(stack: St
     assert code == 1
     status = summary(stack, run_id)
     assert status["state"] == RunState.NEEDS_ATTENTION.value
-    assert f"post batch {status['batch_id']}" in str(status["reason"])
+    assert f"post batch {status['details']['batch_id']}" in str(status["reason"])
     assert statuses(stack, run_id) == [5, 1, 4]
 
 
@@ -121,7 +121,7 @@ def test_a_dry_run_makes_no_write_call(stack: Stack) -> None:
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     assert plan["to_reverse"] == billing.open_count
-    assert plan["rebill_request"]["OperationName"] == "TaskAdhocRequest"
+    assert [request["OperationName"] for request in plan["follow_up"]] == ["TaskAdhocRequest"]
     after = stack.counters()["requests"]
     writes = [
         op
@@ -199,5 +199,7 @@ def test_a_report_has_one_line_per_invoice(stack: Stack) -> None:
     assert sorted(row["invoice_id"] for row in rows) == sorted(billing.invoice_ids)
     assert {row["outcome"] for row in rows} <= {ItemState.REVERSED.value, ItemState.SKIPPED.value}
     csv_lines = stack.cli("report", run_id, "--format", "csv").output.splitlines()
-    assert csv_lines[0] == "invoice_id,party_id,party_name,amount,outcome,reason,attempts,last_error"
+    assert csv_lines[0] == (
+        "invoice_id,number,party_id,party_name,amount,outcome,reason,result_ref,rebill_ref,new_amount,attempts,last_error"
+    )
     assert len(csv_lines) == len(billing.invoice_ids) + 1

@@ -146,15 +146,15 @@ def test_rebill_metrics_reports_the_runs_counts_from_the_ledger(observed: Observ
     assert value(found, "rebill_run_items", run_id=run_id, state="SKIPPED") == skipped
     assert value(found, "rebill_run_items", run_id=run_id, state="FAILED") == 0
     assert value(found, "rebill_run_state", run_id=run_id, state=RunState.COMPLETED.value) == 1
-    assert value(found, "rebill_run_billing_log_status", run_id=run_id) == 2
+    assert value(found, "rebill_run_platform_status", run_id=run_id, provider="imis", code="2", label="Completed") == 1
     reversals = value(
         found, "rebill_run_api_calls", run_id=run_id, operation="Invoice.ProcessCashReversal", outcome="ok"
     )
     assert reversals == billing.open_count
-    assert value(found, "rebill_tenant_max_concurrency") == int(
+    assert value(found, "rebill_tenant_max_concurrency", provider="imis") == int(
         observed.deployment.stack.env["REBILL_IMIS_MAX_CONCURRENCY"]
     )
-    assert ("rebill_tenant_inflight_calls", frozenset()) in found
+    assert ("rebill_tenant_inflight_calls", frozenset({("provider", "imis")})) in found
     assert value(found, "rebill_schedule_file_valid") == 1
     for secret in observed.secrets():
         assert secret not in body.decode()
@@ -177,7 +177,7 @@ def test_the_worker_serves_its_api_call_metrics(observed: Observed) -> None:
         found, "rebill_api_call_duration_seconds_count", provider="imis", operation="TaskDefinition.execute"
     )
     assert rebills >= 1
-    assert value(found, "rebill_tenant_max_concurrency") == int(
+    assert value(found, "rebill_tenant_max_concurrency", provider="imis") == int(
         observed.deployment.stack.env["REBILL_IMIS_MAX_CONCURRENCY"]
     )
 

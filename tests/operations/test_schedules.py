@@ -25,7 +25,7 @@ def firings_of(deployment: Deployment, schedule: str) -> list[ScheduleFiring]:
 def runs_of(deployment: Deployment, billing_key: str) -> list[str]:
     container = deployment.stack.container()
     try:
-        return [run.id for run in container.ledger.find_runs_by_billing(billing_key)]
+        return [run.id for run in container.ledger.find_runs_by_scope(f"imis:{billing_key}")]
     finally:
         container.close()
 

@@ -190,7 +190,8 @@ def _choose_provider(container: Container, asked: str | None, values: dict[str, 
 def _start_error(container: Container, provider: str, error: ProviderError) -> RebillError:
     """A tenant we cannot talk to is bad input for `run`: say which settings to look at."""
     settings = container.settings.provider(provider)
-    credentials = ", ".join(settings.env_name(field) for field in settings.required_fields if field != "base_url")
+    names = [settings.env_name(field) for field in settings.required_fields if field != "base_url"]
+    credentials = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
     if isinstance(error, ProviderAuthError):
         return RebillError(f"cannot start: {error} (check {credentials})")
     return RebillError(f"cannot start: {error} ({settings.env_name('base_url')}={settings.base()})")

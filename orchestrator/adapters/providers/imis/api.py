@@ -187,8 +187,12 @@ class ImisApi:
 
     # --- server-side task, batches -------------------------------------------------------------------------
 
-    def submit(self, body: dict[str, Any]) -> str:
-        """One TaskAdhocRequest (built by `preview_submit`); the TaskLogId."""
+    def submit(self, *, rebill: Rebill | None, reversal: ServerSideReversal | None = None) -> str:
+        """One TaskAdhocRequest: the reverse action, the bill-generation action, or both; the TaskLogId."""
+        return self.submit_body(self.preview_submit(rebill=rebill, reversal=reversal))
+
+    def submit_body(self, body: dict[str, Any]) -> str:
+        """A TaskAdhocRequest built before (by `preview_submit`, kept with the run's step); the TaskLogId."""
         return self._client.execute_task(body)
 
     def preview_submit(self, *, rebill: Rebill | None, reversal: ServerSideReversal | None = None) -> dict[str, Any]:

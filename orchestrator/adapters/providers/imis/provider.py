@@ -348,7 +348,7 @@ class ImisProvider:
     def send_step(self, run: Run, step: Step) -> StepResult:
         if step.kind == POST_BATCH:
             return self._post_batch(str(step.request["batch_id"]))
-        task_id = self._api.submit(dict(step.request))
+        task_id = self._api.submit_body(dict(step.request))
         kept = _kept(run)
         state = {"rebill_log_key": kept.tracking_log_key} if kept.tracking_log_key else {}
         return StepResult(Settlement.APPLIED, ref=task_id, state=state)
@@ -456,16 +456,17 @@ class ImisProvider:
         if not candidates:
             return ScheduledSelection(None, reason=f"no billing found: {described} does not exist")
         billing = max(candidates, key=lambda found: (found.billing_date or _EPOCH, found.effective_date or _EPOCH))
-        for other in self._api.find_billing_logs(original_key=billing.key):
-            if other.status is BillingLogStatus.COMPLETED:
-                return ScheduledSelection(
-                    None,
-                    key=billing.key,
-                    reason=f"billing {billing.key} ({billing.run_name or billing.cycle_name}) was already "
-                    f"reverse-and-rebilled on the tenant: completed BillingLog {other.key} "
-                    f"({other.run_name or other.cycle_name}) points at it",
-                )
-        return ScheduledSelection({"billing_log": billing.key}, key=billing.key)
+        done = next(
+            (
+                f"billing {billing.key} ({billing.run_name or billing.cycle_name}) was already "
+                f"reverse-and-rebilled on the tenant: completed BillingLog {other.key} "
+                f"({other.run_name or other.cycle_name}) points at it"
+                for other in self._api.find_billing_logs(original_key=billing.key)
+                if other.status is BillingLogStatus.COMPLETED
+            ),
+            None,
+        )
+        return ScheduledSelection({"billing_log": billing.key}, key=billing.key, done_on_platform=done)
 
     def check(self) -> str:
         return self._api.describe_tenant()

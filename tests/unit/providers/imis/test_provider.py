@@ -1,4 +1,4 @@
-"""ImisProvider: domain requests become the seed pages' bodies; replies become domain types."""
+"""ImisApi: domain requests become the seed pages' bodies; replies become domain types."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.adapters.providers.imis import ImisClient, ImisProvider
-from orchestrator.domain.billing import (
+from orchestrator.adapters.providers.imis import ImisClient, ImisApi
+from orchestrator.adapters.providers.imis.model import (
     AccountingMethod,
     AutoPayOption,
     BatchStatus,
     BillingLog,
     BillingLogStatus,
-    Invoice,
+    ImisInvoice,
     Rebill,
     Reversal,
     ServerSideReversal,
@@ -56,17 +56,17 @@ def compact(value: Any) -> bytes:
 
 
 @pytest.fixture
-def provider(client: ImisClient) -> ImisProvider:
-    return ImisProvider(client, page_size=7, now=lambda: NOW)
+def provider(client: ImisClient) -> ImisApi:
+    return ImisApi(client, page_size=7, now=lambda: NOW)
 
 
 def test_implements_the_port() -> None:
     for name, member in inspect.getmembers(BillingProvider, inspect.isfunction):
         if name.startswith("_"):
             continue
-        ours = getattr(ImisProvider, name)
+        ours = getattr(ImisApi, name)
         assert list(inspect.signature(ours).parameters) == list(inspect.signature(member).parameters), name
-    assert ImisProvider.name == "imis"
+    assert ImisApi.name == "imis"
 
 
 class TestSubmit:
@@ -74,7 +74,7 @@ class TestSubmit:
     def _task_route(self, imis: FakeImis) -> None:
         imis.route("POST", "/api/TaskDefinition/_execute", json_response(202, {"Result": {"TaskLogId": "task-9"}}))
 
-    def test_bulk_reverse_and_rebill_is_the_seed_example(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_bulk_reverse_and_rebill_is_the_seed_example(self, provider: ImisApi, imis: FakeImis) -> None:
         task_id = provider.submit(
             rebill=Rebill(
                 original=ORIGINAL,
@@ -87,7 +87,7 @@ class TestSubmit:
         assert task_id == "task-9"
         assert imis.api_requests()[0].content == compact(seed("task_bulk_reverse_and_rebill.json"))
 
-    def test_single_contact(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_single_contact(self, provider: ImisApi, imis: FakeImis) -> None:
         provider.submit(
             rebill=Rebill(
                 original=ORIGINAL,
@@ -123,7 +123,7 @@ class TestSubmit:
         expected["Task"]["Actions"]["$values"][1]["BillGenerationData"] = bill_with_reference
         assert imis.api_requests()[0].content == compact(expected)
 
-    def test_rebill_alone(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_rebill_alone(self, provider: ImisApi, imis: FakeImis) -> None:
         provider.submit(
             rebill=Rebill(
                 original=ORIGINAL,
@@ -137,34 +137,34 @@ class TestSubmit:
         expected["Task"]["Actions"]["$values"][0]["AutomaticallyPostBatch"] = False
         assert imis.api_requests()[0].content == compact(expected)
 
-    def test_server_side_reversal_alone(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_server_side_reversal_alone(self, provider: ImisApi, imis: FakeImis) -> None:
         provider.submit(rebill=None, reversal=ServerSideReversal(billing_key=ORIGINAL_KEY))
         expected = seed("task_bulk_reverse_and_rebill.json")
         expected["Task"]["Actions"]["$values"] = expected["Task"]["Actions"]["$values"][:1]
         assert imis.api_requests()[0].content == compact(expected)
 
-    def test_preview_calls_nothing(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_preview_calls_nothing(self, provider: ImisApi, imis: FakeImis) -> None:
         body = provider.preview_submit(rebill=None, reversal=ServerSideReversal(billing_key=ORIGINAL_KEY))
         assert body["OperationName"] == "TaskAdhocRequest"
         assert imis.requests == []
 
-    def test_nothing_to_submit(self, provider: ImisProvider) -> None:
+    def test_nothing_to_submit(self, provider: ImisApi) -> None:
         with pytest.raises(ValueError, match="rebill"):
             provider.submit(rebill=None)
 
-    def test_both_a_billing_and_invoices(self, provider: ImisProvider) -> None:
+    def test_both_a_billing_and_invoices(self, provider: ImisApi) -> None:
         reversal = Reversal("1", AccountingMethod.ACCRUAL, date(2025, 9, 9), "r")
         with pytest.raises(ValueError, match="not both"):
             provider.submit(rebill=None, reversal=ServerSideReversal(billing_key="k", invoices=(reversal,)))
 
-    def test_a_log_without_effective_date_cannot_be_rebilled(self, provider: ImisProvider) -> None:
+    def test_a_log_without_effective_date_cannot_be_rebilled(self, provider: ImisApi) -> None:
         original = BillingLog(key="k", cycle_name="c", status=BillingLogStatus.COMPLETED)
         with pytest.raises(RunRefused, match="EffectiveDate"):
             provider.submit(rebill=Rebill(original=original, run_name="r", tracking_log_key=None, auto_post_batch=True))
 
 
 class TestTrackingLog:
-    def test_posts_a_reversing_log_pointing_at_the_original(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_posts_a_reversing_log_pointing_at_the_original(self, provider: ImisApi, imis: FakeImis) -> None:
         def store(request: httpx.Request) -> httpx.Response:
             return json_response(201, json.loads(request.content))
 
@@ -180,7 +180,7 @@ class TestTrackingLog:
         assert log.original_key == ORIGINAL_KEY
         assert log.effective_date == ORIGINAL.effective_date
 
-    def test_find_billing_logs(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_find_billing_logs(self, provider: ImisApi, imis: FakeImis) -> None:
         items = [{"BillingLogKey": TRACKING_KEY, "Status": 1, "OriginalBillingLogKey": ORIGINAL_KEY}]
         imis.route("GET", "/api/BillingLog", json_response(200, {"Items": items, "HasNext": False}))
         logs = provider.find_billing_logs(original_key=ORIGINAL_KEY)
@@ -207,7 +207,7 @@ def decimal_response(status: int, body: Any) -> httpx.Response:
 
 
 class TestInvoices:
-    def test_pages_map_to_domain(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_pages_map_to_domain(self, provider: ImisApi, imis: FakeImis) -> None:
         def pages(request: httpx.Request) -> httpx.Response:
             offset = int(request.url.params["offset"])
             items = [summary(str(i), 0, i) for i in range(offset, min(offset + 7, 10))]
@@ -221,7 +221,7 @@ class TestInvoices:
         result = list(provider.iter_invoice_pages(ORIGINAL_KEY, party_id="101"))
         assert [(page.offset, page.next_offset, len(page.invoices)) for page in result] == [(0, 7, 7), (7, None, 3)]
         first = result[0].invoices[0]
-        assert first == Invoice(
+        assert first == ImisInvoice(
             invoice_id="0",
             accounting_method=AccountingMethod.CASH,
             amount=Decimal("95.00"),
@@ -235,30 +235,30 @@ class TestInvoices:
         assert imis.api_requests()[0].url.params["BillToPartyId"] == "101"
         assert imis.api_requests()[0].url.params["limit"] == "7"
 
-    def test_can_reverse_cash_asks_by_id(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_can_reverse_cash_asks_by_id(self, provider: ImisApi, imis: FakeImis) -> None:
         imis.route("POST", "/api/Invoice/_execute", ok(True))
-        cash = Invoice("CASH:1:k", AccountingMethod.CASH, Decimal(1), Decimal(1), number=5)
+        cash = ImisInvoice("CASH:1:k", AccountingMethod.CASH, Decimal(1), Decimal(1), number=5)
         assert provider.can_reverse(cash) is True
         body = imis.bodies("/api/Invoice/_execute")[0]
         assert (body["OperationName"], body["Parameters"]["$values"]) == ("CanCashInvoiceBeReversed", ["CASH:1:k"])
 
-    def test_can_reverse_accrual_asks_by_number(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_can_reverse_accrual_asks_by_number(self, provider: ImisApi, imis: FakeImis) -> None:
         imis.route("POST", "/api/Invoice/_execute", ok(False))
-        accrual = Invoice("8158", AccountingMethod.ACCRUAL, Decimal(1), Decimal(1), number=2317)
+        accrual = ImisInvoice("8158", AccountingMethod.ACCRUAL, Decimal(1), Decimal(1), number=2317)
         assert provider.can_reverse(accrual) is False
         body = imis.bodies("/api/Invoice/_execute")[0]
         assert (body["OperationName"], body["Parameters"]["$values"]) == ("CanInvoiceBeReversed", [2317])
 
-    def test_can_reverse_accrual_reads_a_missing_number(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_can_reverse_accrual_reads_a_missing_number(self, provider: ImisApi, imis: FakeImis) -> None:
         imis.route("POST", "/api/Invoice/_execute", ok(True))
         imis.route("GET", "/api/InvoiceSummary/8158", decimal_response(200, summary("8158", 1, 2317)))
-        accrual = Invoice("8158", AccountingMethod.ACCRUAL, Decimal(1), Decimal(1))
+        accrual = ImisInvoice("8158", AccountingMethod.ACCRUAL, Decimal(1), Decimal(1))
         assert provider.can_reverse(accrual) is True
         assert imis.bodies("/api/Invoice/_execute")[0]["Parameters"]["$values"] == [2317]
 
-    def test_can_reverse_accrual_without_any_number(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_can_reverse_accrual_without_any_number(self, provider: ImisApi, imis: FakeImis) -> None:
         imis.route("GET", "/api/InvoiceSummary/8158", decimal_response(200, summary("8158", 1, None)))
-        accrual = Invoice("8158", AccountingMethod.ACCRUAL, Decimal(1), Decimal(1))
+        accrual = ImisInvoice("8158", AccountingMethod.ACCRUAL, Decimal(1), Decimal(1))
         with pytest.raises(ProviderProtocolError, match="no InvoiceNumber"):
             provider.can_reverse(accrual)
 
@@ -270,7 +270,7 @@ class TestInvoices:
         ],
     )
     def test_reverse_picks_the_operation(
-        self, provider: ImisProvider, imis: FakeImis, method: AccountingMethod, fixture: str
+        self, provider: ImisApi, imis: FakeImis, method: AccountingMethod, fixture: str
     ) -> None:
         imis.route("POST", "/api/Invoice/_execute", ok(True))
         expected = seed(fixture)
@@ -278,7 +278,7 @@ class TestInvoices:
         provider.reverse(Reversal("8158", method, date(2026, 4, 23), reason, do_not_cancel_membership=True))
         assert imis.api_requests()[0].content == compact(expected)
 
-    def test_get_invoice(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_get_invoice(self, provider: ImisApi, imis: FakeImis) -> None:
         imis.route("GET", "/api/InvoiceSummary/8158", decimal_response(200, summary("8158", 1, 2317, balance="0")))
         invoice = provider.get_invoice("8158")
         assert invoice.accounting_method is AccountingMethod.ACCRUAL
@@ -286,7 +286,7 @@ class TestInvoices:
 
 
 class TestBatches:
-    def test_post_and_get(self, provider: ImisProvider, imis: FakeImis) -> None:
+    def test_post_and_get(self, provider: ImisApi, imis: FakeImis) -> None:
         imis.route("POST", "/api/BatchSummary/_execute", ok(None))
         imis.route(
             "GET",
@@ -302,5 +302,5 @@ class TestBatches:
 
 
 def test_repr_hides_secrets(make_client: Callable[..., ImisClient]) -> None:
-    provider = ImisProvider(make_client())
-    assert repr(provider) == "ImisProvider(ImisClient(base_url='https://imis.example.org', username='admin'))"
+    provider = ImisApi(make_client())
+    assert repr(provider) == "ImisApi(ImisClient(base_url='https://imis.example.org', username='admin'))"

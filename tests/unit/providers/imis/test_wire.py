@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from orchestrator.adapters.providers.imis.provider import to_batch, to_billing_log, to_invoice
+from orchestrator.adapters.providers.imis.api import to_batch, to_billing_log, to_invoice
 from orchestrator.adapters.providers.imis.wire import (
     BatchSummaryData,
     BillingLogData,
@@ -24,7 +24,7 @@ from orchestrator.adapters.providers.imis.wire import (
     parse_batch_status,
     unwrap,
 )
-from orchestrator.domain.billing import (
+from orchestrator.adapters.providers.imis.model import (
     AccountingMethod,
     AutoPayOption,
     BatchStatus,
