@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.adapters.providers.imis import ImisClient, ImisApi
+from orchestrator.adapters.providers.imis import ImisApi, ImisClient
 from orchestrator.domain.billing import ApiCall
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState, SeededBilling

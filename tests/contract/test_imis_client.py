@@ -12,8 +12,7 @@ from decimal import Decimal
 import pytest
 from pydantic import SecretStr
 
-from orchestrator.adapters.providers.imis import ImisClient, ImisApi
-from orchestrator.domain.billing import ApiCall, CallOutcome
+from orchestrator.adapters.providers.imis import ImisApi, ImisClient
 from orchestrator.adapters.providers.imis.model import (
     AccountingMethod,
     BatchStatus,
@@ -24,6 +23,7 @@ from orchestrator.adapters.providers.imis.model import (
     Reversal,
     ServerSideReversal,
 )
+from orchestrator.domain.billing import ApiCall, CallOutcome
 from orchestrator.domain.errors import (
     ProviderAuthError,
     ProviderNotFound,
@@ -299,7 +299,7 @@ class TestProviderFlow:
         assert [log.key for log in provider.find_billing_logs(original_key=billing.original_key)] == [tracking_key]
 
         reversed_ids: list[str] = []
-        skipped: list[Invoice] = []
+        skipped: list[ImisInvoice] = []
         for page in provider.iter_invoice_pages(billing.original_key):
             for invoice in page.invoices:
                 if invoice.skip_reason() is not None or not provider.can_reverse(invoice):

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -524,3 +524,10 @@ def _why_not_reversible(current: ImisInvoice, item: Item) -> ItemOutcome:
         ItemState.FAILED,
         reason="the platform says it cannot be reversed although it is open with no payments",
     )
+
+
+if TYPE_CHECKING:
+    from orchestrator.services.ports import BillingProvider
+
+    def _conforms_to_the_port(provider: ImisProvider) -> BillingProvider:
+        return provider  # mypy proves ImisProvider satisfies BillingProvider

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.adapters.providers.imis import ImisClient, ImisApi
+from orchestrator.adapters.providers.imis import ImisApi, ImisClient, ImisProvider
 from orchestrator.adapters.providers.imis.model import (
     AccountingMethod,
     AutoPayOption,
@@ -60,13 +60,13 @@ def provider(client: ImisClient) -> ImisApi:
     return ImisApi(client, page_size=7, now=lambda: NOW)
 
 
-def test_implements_the_port() -> None:
+def test_the_provider_implements_the_port() -> None:
     for name, member in inspect.getmembers(BillingProvider, inspect.isfunction):
         if name.startswith("_"):
             continue
-        ours = getattr(ImisApi, name)
+        ours = getattr(ImisProvider, name)
         assert list(inspect.signature(ours).parameters) == list(inspect.signature(member).parameters), name
-    assert ImisApi.name == "imis"
+    assert ImisProvider.name == "imis"
 
 
 class TestSubmit:

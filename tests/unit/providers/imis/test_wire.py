@@ -11,6 +11,12 @@ import pydantic
 import pytest
 
 from orchestrator.adapters.providers.imis.api import to_batch, to_billing_log, to_invoice
+from orchestrator.adapters.providers.imis.model import (
+    AccountingMethod,
+    AutoPayOption,
+    BatchStatus,
+    BillingLogStatus,
+)
 from orchestrator.adapters.providers.imis.wire import (
     BatchSummaryData,
     BillingLogData,
@@ -23,12 +29,6 @@ from orchestrator.adapters.providers.imis.wire import (
     decode_json,
     parse_batch_status,
     unwrap,
-)
-from orchestrator.adapters.providers.imis.model import (
-    AccountingMethod,
-    AutoPayOption,
-    BatchStatus,
-    BillingLogStatus,
 )
 
 ASI = "Asi.Contracts"
