@@ -21,7 +21,10 @@ GOOD = {
 
 class TestReadRows:
     def test_names_are_case_blind_extra_columns_kept_blank_lines_skipped(self) -> None:
-        text = "\ufeffACCOUNTCODE,meterCode,BillingPeriod,beginDate,endDate,totalCost,Vendor\r\nA,M,202510,x,y,1,V\r\n,,,\r\n"
+        text = (
+            "\ufeffACCOUNTCODE,meterCode,BillingPeriod,beginDate,endDate,totalCost,Vendor\r\n"
+            "A,M,202510,x,y,1,V\r\n,,,\r\n"
+        )
         assert read_rows(text.encode()) == [
             {
                 "accountcode": "A",
