@@ -106,7 +106,7 @@ def read_rebill_file(path: Path) -> RebillFile:
 
 def parse_rebill_csv(text: str, name: str) -> tuple[CorrectedBill, ...]:
     """The checked rows of corrected-bills CSV text; `name` is what errors call the file."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     try:
         header = next(reader, None)
         if header is None:
@@ -199,8 +199,9 @@ def _row(values: dict[str, str], line: int, problems: list[str]) -> CorrectedBil
     if begin is not None and end is not None and end <= begin:
         problems.append(f"endDate {end.isoformat()} is not after beginDate {begin.isoformat()}")
     total = _money("totalCost", values["totalcost"], problems)
+    known = len(problems)
     lines = _lines(values, problems)
-    if total is not None and lines:
+    if total is not None and lines and len(problems) == known:
         line_sum = sum((bill_line.cost for bill_line in lines), Decimal(0))
         if line_sum != total:
             problems.append(f"the line costs add up to {line_sum}, not to totalCost {total}")
