@@ -1,41 +1,58 @@
-"""What the EnergyCAP simulator can be told to do wrong, as one immutable, typed settings object.
+"""What the EnergyCAP simulator can be told to do wrong: the kit's faults plus EnergyCAP's own.
 
-| setting            | effect                                                                      | applied? |
-|--------------------|-----------------------------------------------------------------------------|----------|
-| `latency_ms`       | every counted request waits this long, plus up to `jitter_ms`                | -        |
-| `p_500`            | 500 JSON error                                                              | no       |
-| `p_503`            | 503 HTML maintenance page                                                   | no       |
-| `p_429`            | 429 with `Retry-After: retry_after_seconds` (undocumented, but possible)     | no       |
-| `p_lose_reply`     | writes only (reverse, import, kickout re-import): done, then 502 HTML        | **yes**  |
-| `import_seconds`   | how long an import task takes from Queued to its end (Queued for a quarter)  | -        |
-| `p_kickout`        | a row is kicked out at random, the first time it is imported only            | -        |
-| `page_cap`         | lists answer at most this many items per page (below the API's 1000)         | -        |
-| `task_guid_reply`  | an import answers the task GUID as a JSON string or as `{"taskGUId": ...}`    | -        |
+From the kit (`simulators/common/faults.py`, drawn once per counted request): latency and jitter,
+429 with Retry-After, 500 (an HTML error page here), 503 (HTML, not applied), a lost reply (the
+request is carried out, then 502: a reverse or an import applied), and the others. Restrict them
+to some operations with `fault_operations` (e.g. `{"bill.reverse"}` so that settling reads work).
 
-The probabilistic faults are drawn once per request, in the table's order; if they add up to more
-than 1, the later kinds get what is left.
+EnergyCAP's own:
+
+| setting           | effect                                                                          |
+|-------------------|---------------------------------------------------------------------------------|
+| `import_seconds`  | how long an import task takes from Queued to its end (Queued for a quarter of it) |
+| `p_kickout`       | a row is kicked out at random, the first time it is imported only                |
+| `page_cap`        | lists answer at most this many items per page (below the API's 1000)             |
+| `task_guid_reply` | an import answers its task GUID as a JSON string or as `{"taskGUId": ...}`        |
 """
 
 from __future__ import annotations
 
+import random
+import threading
+from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Probability = Field(default=0.0, ge=0.0, le=1.0)
+from simulators.common import FaultDecision, FaultInjector, Faults
 
 
-class Faults(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    latency_ms: float = Field(default=0.0, ge=0.0)
-    jitter_ms: float = Field(default=0.0, ge=0.0)
-    p_500: float = Probability
-    p_503: float = Probability
-    p_429: float = Probability
-    retry_after_seconds: int = Field(default=1, ge=0)
-    p_lose_reply: float = Probability
+class EnergyCapFaults(Faults):
     import_seconds: float = Field(default=0.5, ge=0.0)
-    p_kickout: float = Probability
+    p_kickout: float = Field(default=0.0, ge=0.0, le=1.0)
     page_cap: int | None = Field(default=None, ge=1)
     task_guid_reply: Literal["string", "object"] = "string"
+
+
+class CountedFaults(FaultInjector[EnergyCapFaults]):
+    """The kit's injector, counting the faults it decides on (the `faults` counter)."""
+
+    def __init__(self, faults: EnergyCapFaults, rng: random.Random) -> None:
+        super().__init__(faults, rng)
+        self._count_lock = threading.Lock()
+        self.decided: Counter[str] = Counter()
+
+    def decide(self, operation: str, *, api: bool = True) -> FaultDecision[EnergyCapFaults]:
+        decision = super().decide(operation, api=api)
+        if decision.kind is not None:
+            with self._count_lock:
+                self.decided[decision.kind.value] += 1
+        return decision
+
+    def counts(self) -> dict[str, int]:
+        with self._count_lock:
+            return dict(self.decided)
+
+    def reset_counts(self) -> None:
+        with self._count_lock:
+            self.decided.clear()

@@ -10,7 +10,7 @@ The rules, as the contract (reference/energycap-api.md) decides them:
   `new self-contained batch` only. A 200 makes the closed batch and one reversal bill per eligible
   bill (not void, not a reversal, not reversed yet); the others are selected but not updated, and
   sending an already reversed bill again is counted as a duplicate reversal.
-- An import makes its batch and a Queued task at once; the task runs for `Faults.import_seconds`
+- An import makes its batch and a Queued task at once; the task runs for `EnergyCapFaults.import_seconds`
   (advanced lazily by the clock on every access: no thread), then imports its valid rows together
   and kicks out the others with a message. A re-import of a task's kickouts is a task of its own.
 """
@@ -34,7 +34,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from simulators.energycap import filters
 from simulators.energycap.errors import Forbidden, NotFound, SimError, Unauthorized
-from simulators.energycap.faults import Faults
+from simulators.common import RequestCounters
+from simulators.energycap.faults import CountedFaults, EnergyCapFaults
 from simulators.energycap.import_csv import (
     BillRow as ImportedRow,
     ImportFileError,
@@ -291,7 +292,7 @@ class EnergyCapState:
     def __init__(
         self,
         api_key: str = "sim-api-key",
-        faults: Faults | None = None,
+        faults: EnergyCapFaults | None = None,
         rng_seed: int = 0,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -299,7 +300,8 @@ class EnergyCapState:
     ) -> None:
         self.lock = threading.RLock()
         self.rng_seed = rng_seed
-        self._faults = faults or Faults()
+        self.faults = CountedFaults(faults or EnergyCapFaults(), random.Random(rng_seed))
+        self.traffic = RequestCounters()
         self._clock = clock
         self._wall_clock = wall_clock
         self._api_keys: dict[str, bool] = {api_key: True}
@@ -315,6 +317,7 @@ class EnergyCapState:
         self.tasks: dict[str, ImportTask] = {}  # by lower-case GUID
         self._batch_codes: dict[str, Batch] = {}  # by lower-case code
         self._pending: list[ImportTask] = []
+        self.seeded: dict[int, SeededPeriod] = {}  # by account period, the latest seeding
         self._drawn_rows: set[tuple[str, str, str]] = set()
         self._next_account = 1
         self._next_meter = 1
@@ -325,9 +328,6 @@ class EnergyCapState:
         self._filter_cache: dict[str, tuple[int, list[Bill]]] = {}
 
     def _init_counters(self) -> None:
-        self._requests: Counter[str] = Counter()
-        self._responses: Counter[int] = Counter()
-        self._faults_served: Counter[str] = Counter()
         self._reversals: Counter[int] = Counter()
         self._duplicate_reversals: Counter[int] = Counter()
         self._batch_code_attempts: Counter[str] = Counter()
@@ -340,32 +340,17 @@ class EnergyCapState:
         self._refused_writes: list[dict[str, Any]] = []
         self._first_reversal: datetime | None = None
         self._last_reversal: datetime | None = None
-        self._in_flight = 0
-        self._peak = 0
 
     def reset(self) -> None:
         """Forget every entity and counter (API keys and fault settings are kept)."""
         with self.lock:
             self._init_entities()
-            in_flight = self._in_flight
-            self._init_counters()
-            self._in_flight = self._peak = in_flight
+            self.reset_counters()
 
-    # ---------------------------------------------------------------- faults and keys
+    def close(self) -> None:
+        """Nothing runs in the background: import tasks advance with the clock on each access."""
 
-    @property
-    def faults(self) -> Faults:
-        return self._faults
-
-    def replace_faults(self, faults: Faults) -> Faults:
-        self._faults = faults
-        return faults
-
-    def update_faults(self, **changes: Any) -> Faults:
-        """New settings from the current ones; raises pydantic.ValidationError."""
-        with self.lock:
-            self._faults = Faults.model_validate({**self._faults.model_dump(), **changes})
-            return self._faults
+    # ---------------------------------------------------------------- keys
 
     def add_api_key(self, key: str, *, bills_and_batches: bool = True) -> None:
         """Accept `key`; without BillsAndBatches its writes get 403."""
@@ -388,23 +373,7 @@ class EnergyCapState:
         if write and not known:
             raise Forbidden("The user of this API key lacks the BillsAndBatches permission (Edit/Create).")
 
-    # ---------------------------------------------------------------- request counters (the HTTP layer calls these)
-
-    def request_started(self, operation: str) -> None:
-        with self.lock:
-            self._requests[operation] += 1
-            self._in_flight += 1
-            self._peak = max(self._peak, self._in_flight)
-
-    def request_finished(self, status: int | None) -> None:
-        with self.lock:
-            self._in_flight -= 1
-            if status is not None:
-                self._responses[status] += 1
-
-    def fault_served(self, kind: str) -> None:
-        with self.lock:
-            self._faults_served[kind] += 1
+    # ---------------------------------------------------------------- counters
 
     def deprecated_call(self, endpoint: str) -> None:
         with self.lock:
@@ -413,9 +382,8 @@ class EnergyCapState:
     def counters(self) -> dict[str, Any]:
         with self.lock:
             return {
-                "requests": dict(self._requests),
-                "responses": {str(code): n for code, n in sorted(self._responses.items())},
-                "faults": dict(self._faults_served),
+                **self.traffic.snapshot(),
+                "faults": self.faults.counts(),
                 "reversals": {str(bill_id): n for bill_id, n in self._reversals.items()},
                 "duplicate_reversals": {str(bill_id): n for bill_id, n in self._duplicate_reversals.items()},
                 "batch_code_attempts": dict(self._batch_code_attempts),
@@ -426,8 +394,6 @@ class EnergyCapState:
                 "kickout_reimports": dict(self._kickout_reimports),
                 "refused_writes": [dict(entry) for entry in self._refused_writes],
                 "deprecated_calls": dict(self._deprecated_calls),
-                "peak_in_flight": self._peak,
-                "in_flight": self._in_flight,
                 "first_reversal_at": _iso(self._first_reversal),
                 "last_reversal_at": _iso(self._last_reversal),
             }
@@ -435,9 +401,9 @@ class EnergyCapState:
     def reset_counters(self) -> None:
         """Zero the counters and the in-flight peak; entities are kept."""
         with self.lock:
-            in_flight = self._in_flight
             self._init_counters()
-            self._in_flight = self._peak = in_flight
+            self.traffic.reset()
+            self.faults.reset_counts()
 
     # ---------------------------------------------------------------- reads
 
@@ -497,7 +463,7 @@ class EnergyCapState:
         size = DEFAULT_PAGE_SIZE if asked is None else asked
         if size < 1:
             raise SimError(f"pageSize must be at least 1, got {size}.")
-        cap = self._faults.page_cap
+        cap = self.faults.settings.page_cap
         return min(size, MAX_PAGE_SIZE, cap if cap is not None else MAX_PAGE_SIZE)
 
     def _page(self, matching: list[T], page_number: int, page_size: int | None) -> Page[T]:
@@ -660,7 +626,7 @@ class EnergyCapState:
         parent_guid: str | None = None,
     ) -> ImportTask:
         now, started = self._wall_clock(), self._clock()
-        seconds = self._faults.import_seconds
+        seconds = self.faults.settings.import_seconds
         task = ImportTask(
             guid=str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
             task_id=self._next_task,
@@ -744,7 +710,7 @@ class EnergyCapState:
         key = (account.account_code.lower(), meter.meter_code.lower(), str(checked.billing_period))
         if random_kickout and key not in self._drawn_rows:
             self._drawn_rows.add(key)
-            if self._kickout_rng.random() < self._faults.p_kickout:
+            if self._kickout_rng.random() < self.faults.settings.p_kickout:
                 raise RowFault("The bill could not be imported (simulated kickout); import it again.")
         return checked, account, meter
 
@@ -842,7 +808,7 @@ class EnergyCapState:
                 reversals = self._new_batch(self._seed_code(f"REV-{account_period}"), "seeded", now, is_open=False)
                 reversal_ids = [self._make_reversal(bill, reversals, None).bill_id for bill in reversed_]
             untouched = set(void) | {b.bill_id for b in reversed_}
-            return SeededPeriod(
+            seeded = SeededPeriod(
                 account_period=account_period,
                 seed=seed,
                 bill_ids=tuple(b.bill_id for b in originals) + tuple(reversal_ids),
@@ -855,6 +821,8 @@ class EnergyCapState:
                 other_period_ids=tuple(other_ids),
                 account_codes=tuple(dict.fromkeys(account.account_code for account, _ in pairs)),
             )
+            self.seeded[account_period] = seeded
+            return seeded
 
     def _seed_accounts(self, rng: random.Random, bills: int) -> list[tuple[Account, Meter]]:
         """Fresh accounts of 1-3 meters until there is one (account, meter) per bill."""

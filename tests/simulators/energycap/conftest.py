@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.energycap.faults import Faults
+from simulators.energycap.faults import EnergyCapFaults
 from simulators.energycap.state import EnergyCapState, SeededPeriod
 from tests.simulators.energycap.helpers import API_KEY, Clock
 
@@ -16,7 +16,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def state(clock: Clock) -> EnergyCapState:
-    return EnergyCapState(API_KEY, Faults(import_seconds=4.0), clock=clock)
+    return EnergyCapState(API_KEY, EnergyCapFaults(import_seconds=4.0), clock=clock)
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ class TestTaskLife:
         assert task.status == COMPLETED
 
     def test_zero_seconds_ends_on_the_next_read(self, state: EnergyCapState, account: str) -> None:
-        state.update_faults(import_seconds=0)
+        state.faults.update(import_seconds=0)
         task = state.import_bills(import_request(csv_of(good_row())))
         assert state.task(task.guid).status == COMPLETED
 
@@ -172,7 +172,7 @@ class TestKickouts:
     def test_random_kickouts_hit_the_first_import_of_a_row_only(
         self, state: EnergyCapState, clock: Clock, seeded: SeededPeriod
     ) -> None:
-        state.update_faults(p_kickout=1.0)
+        state.faults.update(p_kickout=1.0)
         text = corrected_bills_csv(state, seeded)
         task = state.import_bills(import_request(text))
         clock.advance(5)
@@ -189,7 +189,7 @@ class TestKickouts:
     def test_random_kickouts_follow_the_probability(
         self, state: EnergyCapState, clock: Clock, seeded: SeededPeriod
     ) -> None:
-        state.update_faults(p_kickout=0.25)
+        state.faults.update(p_kickout=0.25)
         task = state.import_bills(import_request(corrected_bills_csv(state, seeded)))
         clock.advance(5)
         state.advance()

@@ -152,7 +152,7 @@ class TestLists:
 
     def test_the_size_is_capped_silently(self, state: EnergyCapState, seeded: SeededPeriod) -> None:
         assert state.list_bills(None, 1, 5000).page_size == 1000
-        state.update_faults(page_cap=40)
+        state.faults.update(page_cap=40)
         page = state.list_bills(None, 2, 100)
         assert (page.page_size, len(page.items), page.total_pages) == (40, 40, math.ceil(len(state.bills) / 40))
 
