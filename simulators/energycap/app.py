@@ -239,7 +239,9 @@ class EnergyCapApp(SimulatorApp[EnergyCapState]):
         body = _admin_body(AccountBody, request)
         account = self.state.add_account(body.account_code, body.meter_codes, body.account_info)
         meters = [{"meterId": m.meter_id, "meterCode": m.meter_code} for m in account.meters]
-        return self.json_reply(201, {"accountId": account.account_id, "accountCode": account.account_code, "meters": meters})
+        return self.json_reply(
+            201, {"accountId": account.account_id, "accountCode": account.account_code, "meters": meters}
+        )
 
     def _admin_add_key(self, request: Request, _: tuple[str, ...]) -> Reply:
         body = _admin_body(ApiKeyBody, request)

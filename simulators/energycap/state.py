@@ -32,9 +32,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
 
+from simulators.common import RequestCounters
 from simulators.energycap import filters
 from simulators.energycap.errors import Forbidden, NotFound, SimError, Unauthorized
-from simulators.common import RequestCounters
 from simulators.energycap.faults import CountedFaults, EnergyCapFaults
 from simulators.energycap.import_csv import (
     BillRow as ImportedRow,

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Sequence
+from typing import Any
+
+import httpx
 
 from simulators.energycap.state import SELF_CONTAINED, ImportRequest, ReverseRequest
 
 API_KEY = "sim-test-key"
+READER_KEY = "reader-key"
+OTHER_KEY = "other-key"
 HEADER = "accountCode,meterCode,billingPeriod,beginDate,endDate,totalCost"
 
 
@@ -48,3 +54,14 @@ def import_request(csv_text: str, code: str = "RB-TEST-I1", **changes: object) -
 
 def csv_of(*rows: str, header: str = HEADER) -> str:
     return "\n".join([header, *rows]) + "\n"
+
+
+def wait_for_task(client: httpx.Client, guid: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Poll the task until it has ended (the served imports take a fraction of a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        task: dict[str, Any] = client.get(f"/api/v3/task/{guid}").json()
+        if task["status"] in ("Completed", "Completed with kickouts", "Failed"):
+            return task
+        assert time.monotonic() < deadline, f"task {guid} still {task['status']}"
+        time.sleep(0.02)

@@ -122,8 +122,8 @@ def classify(
         )
     if status_code == 400 and any(_CODE_IN_USE.search(message) for message in messages):
         return BatchCodeInUse(
-            f"{operation}: the batch code is in use (HTTP 400){detail}; nothing was applied by this call: "
-            "settle by reading the batch by its code",
+            f"{operation}: the batch code is in use, nothing was applied by this call: settle by reading "
+            f"the batch by its code (HTTP 400{detail})",
             operation=operation,
             status_code=400,
         )
