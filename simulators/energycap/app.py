@@ -105,11 +105,15 @@ class EnergyCapApp(SimulatorApp[EnergyCapState]):
 
     def dispatch(self, route: Route, request: Request) -> Reply:
         try:
-            return route.handler(request, route.params)
+            reply = route.handler(request, route.params)
         except SimError as exc:
-            return self.error_reply(exc.status, exc.message)
+            reply = self.error_reply(exc.status, exc.message)
         except InvalidBody as exc:
-            return self.error_reply(400, exc.message)
+            reply = self.error_reply(400, exc.message)
+        if route.operation is not None and route.operation in self.state.faults.settings.deprecated_operations:
+            self.state.deprecated_call(route.operation)
+            reply.headers = (*reply.headers, ("ECI-Deprecated", f"{route.operation} is deprecated (simulated)."))
+        return reply
 
     # ------------------------------------------------------------------ routing
 

@@ -13,6 +13,7 @@ EnergyCAP's own:
 | `p_kickout`       | a row is kicked out at random, the first time it is imported only                |
 | `page_cap`        | lists answer at most this many items per page (below the API's 1000)             |
 | `task_guid_reply` | an import answers its task GUID as a JSON string or as `{"taskGUId": ...}`        |
+| `deprecated_operations` | replies of these operations carry `ECI-Deprecated` too (as the v3 reverse's always do) |
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -32,6 +33,12 @@ class EnergyCapFaults(Faults):
     p_kickout: float = Field(default=0.0, ge=0.0, le=1.0)
     page_cap: int | None = Field(default=None, ge=1)
     task_guid_reply: Literal["string", "object"] = "string"
+    deprecated_operations: frozenset[str] = frozenset()
+
+    def public_dict(self) -> dict[str, Any]:
+        data = super().public_dict()
+        data["deprecated_operations"] = sorted(self.deprecated_operations)
+        return data
 
 
 class CountedFaults(FaultInjector[EnergyCapFaults]):
