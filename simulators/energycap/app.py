@@ -37,6 +37,7 @@ from simulators.common import (
     Request,
     Route,
     SimulatorApp,
+    dumps,
     load_json,
 )
 from simulators.common.http import Headers, decimals_to_floats, validation_details
@@ -173,7 +174,7 @@ class EnergyCapApp(SimulatorApp[EnergyCapState]):
         query = wire.parse_list_query(request.query)
         with self.state.lock:
             page = self.state.list_tasks(query.filter, query.page_number, query.page_size)
-            return _paged(page, wire.dumps([wire.task_dict(task) for task in page.items]))
+            return _paged(page, dumps([wire.task_dict(task) for task in page.items]))
 
     def _bill_get(self, _: Request, params: tuple[str, ...]) -> Reply:
         with self.state.lock:
@@ -185,7 +186,7 @@ class EnergyCapApp(SimulatorApp[EnergyCapState]):
 
     def _task_get(self, _: Request, params: tuple[str, ...]) -> Reply:
         with self.state.lock:
-            return Reply(200, wire.dumps(wire.task_dict(self.state.task(params[0]))))
+            return Reply(200, dumps(wire.task_dict(self.state.task(params[0]))))
 
     # ------------------------------------------------------------------ writes
 
@@ -196,7 +197,7 @@ class EnergyCapApp(SimulatorApp[EnergyCapState]):
             self.state.deprecated_call("PUT /api/v3/bill/reverse")
         result = self.state.reverse_bills(wire.parse_reverse(request.body), endpoint=endpoint)
         headers = (("ECI-Deprecated", DEPRECATION),) if deprecated else ()
-        return Reply(200, wire.dumps({"selected": result.selected, "updated": result.updated}), JSON, headers)
+        return Reply(200, dumps({"selected": result.selected, "updated": result.updated}), JSON, headers)
 
     def _import(self, request: Request, _: tuple[str, ...]) -> Reply:
         task = self.state.import_bills(wire.parse_import(request.body))
@@ -209,8 +210,8 @@ class EnergyCapApp(SimulatorApp[EnergyCapState]):
 
     def _task_guid(self, guid: str) -> Reply:
         if self.state.faults.settings.task_guid_reply == "object":
-            return Reply(200, wire.dumps({"taskGUId": guid}))
-        return Reply(200, wire.dumps(guid))
+            return Reply(200, dumps({"taskGUId": guid}))
+        return Reply(200, dumps(guid))
 
     # ------------------------------------------------------------------ /_sim admin API
 

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -61,6 +61,7 @@ FAILED = "Failed"
 
 CENT = Decimal("0.01")
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,28 +409,21 @@ class EnergyCapState:
     # ---------------------------------------------------------------- reads
 
     def bill(self, bill_id: int) -> Bill:
-        with self.lock:
-            self._advance()
-            bill = self.bills.get(bill_id)
-            if bill is None:
-                raise NotFound(f"Bill {bill_id} was not found.")
-            return bill
+        return self._known(self.bills, bill_id, f"Bill {bill_id}")
 
     def batch(self, batch_id: int) -> Batch:
-        with self.lock:
-            self._advance()
-            batch = self.batches.get(batch_id)
-            if batch is None:
-                raise NotFound(f"Batch {batch_id} was not found.")
-            return batch
+        return self._known(self.batches, batch_id, f"Batch {batch_id}")
 
     def task(self, guid: str) -> ImportTask:
+        return self._known(self.tasks, guid.strip().lower(), f"Task {guid}")
+
+    def _known(self, entities: Mapping[K, T], key: K, what: str) -> T:
         with self.lock:
             self._advance()
-            task = self.tasks.get(guid.strip().lower())
-            if task is None:
-                raise NotFound(f"Task {guid} was not found.")
-            return task
+            found = entities.get(key)
+            if found is None:
+                raise NotFound(f"{what} was not found.")
+            return found
 
     def batch_by_code(self, code: str) -> Batch | None:
         with self.lock:

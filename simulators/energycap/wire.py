@@ -1,7 +1,8 @@
 """EnergyCAP's JSON, both ways: entities rendered as the API sends them, request bodies read into commands.
 
-Rendering is by hand (bills are most of the traffic: a page of 1000 is one join of cached bytes) and
-exact: money is written from the `Decimal`'s own digits, never through float. Request bodies are
+Bills and batches are rendered by hand (bills are most of the traffic: a page of 1000 is one join
+of cached bytes), exact: money is written from the `Decimal`'s own digits, never through float;
+everything else goes through the kit's `dumps`. Request bodies are
 read case-blind (ASP.NET binds member names that way); a body of the wrong shape is a `SimError`.
 """
 
@@ -15,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
+from simulators.common import dumps, load_json
 from simulators.energycap.errors import SimError
 from simulators.energycap.state import Batch, Bill, ImportRequest, ImportTask, ReverseRequest
 
@@ -135,11 +137,6 @@ def task_dict(task: ImportTask) -> dict[str, Any]:
     }
 
 
-def dumps(payload: Any) -> bytes:
-    """JSON bytes of plain data (no money: bills and batches have their own renderers)."""
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
 def errors(message: str) -> bytes:
     """A 4xx body (contract, decided)."""
     return dumps({"errors": [{"message": message}]})
@@ -217,12 +214,7 @@ def parse_kickout(body: bytes) -> tuple[str | None, str | None]:
 
 
 def _object(body: bytes, what: str) -> Mapping[str, Any]:
-    if not body.strip():
-        raise SimError(f"{what} is empty.")
-    try:
-        data = json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SimError(f"{what} is not valid JSON: {exc}") from None
+    data = load_json(body)
     if not isinstance(data, dict):
         raise SimError(f"{what} must be a JSON object.")
     return data

@@ -39,7 +39,6 @@ from orchestrator.adapters.providers.http import (
     NO_BODY,
     ApiChannel,
     Parser,
-    describe_validation_error,
     header,
     parse_model,
     protocol_error,
@@ -110,8 +109,6 @@ class EnergyCapClient:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self._channel.base_url!r})"
-
-    __str__ = __repr__
 
     @property
     def base_url(self) -> str:
@@ -260,7 +257,7 @@ class EnergyCapClient:
             raise ValueError("page_size must be at least 1")
         if start_page < 1:
             raise ValueError("start_page must be at least 1")
-        items = pydantic.TypeAdapter(list[model])  # type: ignore[valid-type]  # a runtime generic
+        items = pydantic.RootModel[list[model]]  # type: ignore[valid-type]  # a runtime generic
         number, asked, answered = start_page, page_size, None
         while True:
             params = {"pageNumber": str(number), "pageSize": str(asked)}
@@ -319,20 +316,12 @@ class EnergyCapClient:
         return parse
 
     @staticmethod
-    def _list(items: pydantic.TypeAdapter[list[M]], operation: str) -> Parser[list[M]]:
+    def _list(items: type[pydantic.RootModel[list[M]]], operation: str) -> Parser[list[M]]:
         def parse(payload: Any, status_code: int) -> list[M]:
             if payload is NO_BODY:
                 return []
-            try:
-                return items.validate_python(payload)
-            except pydantic.ValidationError as exc:
-                raise protocol_error(
-                    operation,
-                    platform=PLATFORM,
-                    mutating=False,
-                    what=f"unexpected list shape: {describe_validation_error(exc)}",
-                    status_code=status_code,
-                ) from None
+            parsed = parse_model(items, payload, operation=operation, platform=PLATFORM, mutating=False)
+            return parsed.root
 
         return parse
 

@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -66,7 +66,12 @@ def _money(value: Any) -> Any:
     if isinstance(value, float):
         raise ValueError("money must not pass through float: decode the body with parse_float=Decimal")
     if isinstance(value, str):
-        return Decimal(value.strip())
+        try:
+            value = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"not a number: {value[:40]!r}") from None
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValueError(f"not a number: {value}")
     return value
 
 

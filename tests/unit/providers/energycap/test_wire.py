@@ -63,6 +63,11 @@ class TestBill:
         with pytest.raises(pydantic.ValidationError, match="float"):
             BillData.model_validate({"billId": 1, "totalCost": 10.1})
 
+    @pytest.mark.parametrize("cost", ["ten", "", "1,50", "NaN", "-Infinity"])
+    def test_money_that_is_not_a_number(self, cost: str) -> None:
+        with pytest.raises(pydantic.ValidationError, match="not a number"):
+            BillData.model_validate({"billId": 1, "totalCost": cost})
+
     @pytest.mark.parametrize(
         ("flags", "reason"),
         [
