@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,67 +11,17 @@ from click.testing import CliRunner
 
 from simulators.imis.cli import imis
 from simulators.imis.state import ImisState
-from tests.simulators.helpers import get_token
+from tests.simulators.helpers import SimulatorProcess, get_token, start_simulator
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Running:
-    def __init__(self, proc: subprocess.Popen[str], lines: list[str], reader: threading.Thread) -> None:
-        self.proc = proc
-        self.lines = lines
-        self.reader = reader
-        self.url = next(line.split("listening on ", 1)[1].split()[0] for line in lines if "listening on " in line)
-        self.key = next(line.split(": ", 1)[1] for line in lines if line.startswith("original BillingLogKey: "))
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        """Signal the process, wait for it, and release its pipe; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=10)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self.reader.join(5)
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
-        return code
+READY = "original BillingLogKey: "
 
 
-def start(*args: str) -> Running:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators.imis", "--port", "0", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("original BillingLogKey: "):
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    if not ready.wait(30) or not any(line.startswith("original BillingLogKey: ") for line in lines):
-        proc.kill()
-        proc.wait()
-        reader.join(5)
-        proc.stdout.close()
-        pytest.fail(f"the simulator did not get ready: {lines}")
-    return Running(proc, lines, reader)
+def start(*args: str) -> SimulatorProcess:
+    return start_simulator("simulators.imis", READY, *args)
 
 
 @pytest.fixture
-def running() -> Iterator[Running]:
+def running() -> Iterator[SimulatorProcess]:
     sim = start(
         "--invoices", "20", "--seed", "5", "--task-step-seconds", "0.01", "--p-429", "0.5", "--retry-after", "3",
         "--fail-invoice", "CASH:1:x=refuse", "--fault-operation", "Invoice.ProcessCashReversal", "--examples",
@@ -84,14 +30,14 @@ def running() -> Iterator[Running]:
     sim.stop(signal.SIGKILL)
 
 
-def test_ready_line_serves_and_exits_on_sigterm(running: Running) -> None:
+def test_ready_line_serves_and_exits_on_sigterm(running: SimulatorProcess) -> None:
     # exactly one machine-readable line, and it names the seeded billing (same seed, same key)
-    assert sum(line.startswith("original BillingLogKey: ") for line in running.lines) == 1
+    assert sum(line.startswith(READY) for line in running.lines) == 1
     with ImisState() as fresh:
-        assert running.key == fresh.seed_billing(invoices=20, seed=5).original_key
+        assert running.value == fresh.seed_billing(invoices=20, seed=5).original_key
     token = get_token(running.url)
     log = httpx.get(
-        f"{running.url}/api/BillingLog/{running.key}", headers={"Authorization": f"Bearer {token}"}, trust_env=False
+        f"{running.url}/api/BillingLog/{running.value}", headers={"Authorization": f"Bearer {token}"}, trust_env=False
     )
     assert log.status_code in (200, 429)
     faults = httpx.get(f"{running.url}/_sim/faults", trust_env=False).json()

@@ -390,9 +390,11 @@ def simulate() -> None:
 
 
 def _mount_simulators() -> None:
+    from simulators.energycap.cli import energycap
     from simulators.imis.cli import imis
 
     simulate.add_command(imis)
+    simulate.add_command(energycap)
 
 
 _mount_simulators()
