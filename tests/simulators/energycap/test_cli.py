@@ -7,7 +7,7 @@ import signal
 import httpx
 from click.testing import CliRunner
 
-from orchestrator.adapters.cli.main import cli
+from orchestrator.entrypoints.cli.main import cli
 from tests.simulators.helpers import start_simulator
 
 

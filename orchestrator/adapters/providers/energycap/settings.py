@@ -20,8 +20,7 @@ class EnergyCapSettings(ProviderSettings):
     platform: ClassVar[str] = "EnergyCAP"
     required_fields: ClassVar[tuple[str, ...]] = ("base_url", "api_key")
 
-    base_url: str = ""
-    api_key: SecretStr = SecretStr("")
+    api_key: SecretStr | None = None
 
 
 #: The variable an operator sets the key in; errors name it, never its value.

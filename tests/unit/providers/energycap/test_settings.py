@@ -26,7 +26,8 @@ def test_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REBILL_ENERGYCAP_MAX_CONCURRENCY", "6")
     settings = EnergyCapSettings()
     settings.require()
-    assert (settings.base_url, settings.max_concurrency) == ("https://app.energycap.com", 6)
+    assert (settings.base(), settings.max_concurrency) == ("https://app.energycap.com", 6)
+    assert settings.api_key is not None
     assert settings.api_key.get_secret_value() == "k-123456789"
     assert "k-123456789" not in repr(settings)
     assert API_KEY_VARIABLE == "REBILL_ENERGYCAP_API_KEY"
