@@ -276,6 +276,7 @@ class Item:
     result_ref: str | None = None  # the platform's reference for the action (credit memo, reversal bill, void)
     rebill_ref: str | None = None  # the invoice that bills the member again, where the platform names it
     new_amount: Decimal | None = None  # what the rebill bills, where the platform says
+    chunk_seq: int | None = None  # the chunk's number in its run, for a provider acting on whole chunks
 
     @property
     def claimed_before(self) -> bool:

@@ -10,6 +10,7 @@ A unit of work is one item, or the whole chunk for a provider whose one write co
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
@@ -88,6 +89,10 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
     now = ctx.clock()
     lease_until = now + ctx.runtime.lease
     items = ctx.ledger.claim_items(chunk_id, owner=owner, now=now, lease_until=lease_until, limit=batch)
+    if whole_chunks and items:
+        # A whole chunk is one write: its provider names the write after the chunk's number in the run.
+        seq = ctx.ledger.chunk_seq(chunk_id)
+        items = [dataclasses.replace(item, chunk_seq=seq) for item in items]
     worked = 0
     while items:
         units = [items] if whole_chunks else [[item] for item in items]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from orchestrator.domain.errors import RunRefused
 from orchestrator.domain.run import ACTIVE_RUN_STATES, ReasonCode, Run, RunState, StepPhase
@@ -53,10 +55,16 @@ class RetryResult:
     resumed: bool
 
 
-def retry_run(ctx: Context, run_id: str) -> RetryResult:
-    """Resume a run from where it stopped, touching nothing that already succeeded."""
+def retry_run(ctx: Context, run_id: str, *, asked: Mapping[str, Any] | None = None) -> RetryResult:
+    """Resume a run from where it stopped, touching nothing that already succeeded.
+
+    `asked` is what the operator asks the provider for on this retry (EnergyCAP: re-import the kicked
+    out bills); it is kept in the provider's state, where its follow-up reads it.
+    """
     run = find_run(ctx, run_id)
     now = ctx.clock()
+    if asked and not run.state.is_closed:
+        ctx.ledger.merge_provider_state(run.id, asked, now=now)
     if run.state is RunState.COMPLETED:
         return RetryResult(f"run {run.id} is COMPLETED; a completed run is never re-run", False)
     if run.state.is_closed:

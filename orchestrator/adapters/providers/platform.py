@@ -34,3 +34,7 @@ class Platform:
     options: type[BaseModel]
     #: The options' defaults from the settings.
     defaults: Callable[[ProviderSettings], BaseModel]
+    #: What `rebill retry` may additionally ask of it (fields become options of `retry`), kept in its state.
+    retry_options: type[BaseModel] | None = None
+    #: Invoices per chunk when the run does not say (None: REBILL_CHUNK_SIZE).
+    default_chunk_size: int | None = None

@@ -19,7 +19,14 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.bootstrap import Container
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError, ProviderAuthError, ProviderError, RebillError
-from orchestrator.entrypoints.cli.platform_options import given, infer_platform, platform_options, split_for
+from orchestrator.entrypoints.cli.platform_options import (
+    given,
+    infer_platform,
+    platform_options,
+    retry_asked,
+    retry_options,
+    split_for,
+)
 from orchestrator.services import planning, reconciler, reports, runs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,7 +146,7 @@ def run(state: CliState, /, provider: str | None, wait: bool, as_json: bool, **r
     options = container.settings.run_options(
         dry_run=raw["dry_run"] or None,
         allow_partial=raw["allow_partial"] or None,
-        chunk_size=raw["chunk_size"],
+        chunk_size=raw["chunk_size"] or PLATFORMS[name].default_chunk_size,
         max_attempts=raw["max_attempts"],
         poll_interval_seconds=raw["poll_interval"],
         stall_after_seconds=raw["stall_after"],
@@ -227,11 +234,14 @@ def list_runs(state: CliState, limit: int) -> None:
 @cli.command()
 @click.argument("run_id")
 @click.option("--wait", is_flag=True, help="Follow the run afterwards.")
+@retry_options
 @pass_state
-def retry(state: CliState, run_id: str, wait: bool) -> None:
+def retry(state: CliState, /, run_id: str, wait: bool, **raw: Any) -> None:
     """Re-run only what failed (chunks holding FAILED invoices), then the rebill once all are settled."""
     container = state.container
-    result = runs.retry_run(container.context, run_id)
+    found = runs.find_run(container.context, run_id)
+    asked = retry_asked(PLATFORMS[found.provider], raw) if found.provider in PLATFORMS else {}
+    result = runs.retry_run(container.context, found.id, asked=asked)
     click.echo(result.message)
     if wait and result.resumed:
         from orchestrator.entrypoints.cli.progress import follow

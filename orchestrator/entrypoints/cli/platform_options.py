@@ -155,3 +155,42 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def retry_options(fn: F) -> F:
+    """Decorate `retry` with what each platform's retry may ask for (`Platform.retry_options`)."""
+    options = []
+    for platform in PLATFORMS.values():
+        if platform.retry_options is None:
+            continue
+        for name, info in platform.retry_options.model_fields.items():
+            help_text = f"[{platform.name}] {info.description or ''}".strip()
+            if _bare(info.annotation) is bool:
+                options.append(
+                    click.option("--" + name.replace("_", "-"), name, is_flag=True, default=None, help=help_text)
+                )
+            else:
+                kind, multiple = _click_type(info.annotation)
+                options.append(
+                    click.option("--" + name.replace("_", "-"), name, type=kind, multiple=multiple, help=help_text)
+                )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def retry_asked(platform: Platform, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator asked this platform's retry for; another platform's retry option is an error."""
+    asked = {
+        name: _plain(value)
+        for other in PLATFORMS.values()
+        if other.retry_options is not None
+        for name in other.retry_options.model_fields
+        if (value := raw.get(name)) not in (None, (), False)
+    }
+    mine = set(platform.retry_options.model_fields) if platform.retry_options is not None else set()
+    foreign = sorted(set(asked) - mine)
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise click.UsageError(f"{flags}: not a retry option of {platform.name} runs")
+    return asked
