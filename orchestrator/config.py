@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     def _lease_outlives_a_write(self) -> Settings:
         """A claim renewed just before a write must outlive that call, or two workers could send it."""
         for name, platform in self.providers.items():
+            if not platform.configured:
+                continue
             longest_call = platform.timeout_seconds + platform.connect_timeout_seconds
             if self.lease_seconds <= 2 * longest_call:
                 prefix = platform.env_name("")
