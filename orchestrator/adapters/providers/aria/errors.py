@@ -1,0 +1,152 @@
+"""How an Aria exchange that went wrong becomes one of the orchestrator's typed errors.
+
+Aria answers HTTP 200 for business and authentication errors: success is `error_code` 0, whatever
+the status line. `classify` is the one place that decides; it is pure and table-tested in
+`tests/unit/providers/aria/test_errors.py`. The classes are those of `orchestrator.domain.errors`;
+an answer that carried an `error_code` is raised as the Aria subclass holding it, so the provider can
+settle a 3097, skip a 2003 as voided, or stop a run on 1004 / 3024:
+
+    ProviderError
+    ├── TransientProviderError             retried at the task level, with backoff
+    │   ├── ProviderUnavailable            transport faults (via the kit) and HTTP 5xx / 502 (a gen_rb_m
+    │   │   │                              may have applied: settle by reading history first)
+    │   │   └── AriaUnexpectedError        1001 unexpected error (on gen_rb_m: may have applied)
+    │   ├── ProviderTimeout                no reply in time (on gen_rb_m: may have applied)
+    │   └── ProviderThrottled              429 with Retry-After (a gateway's)
+    │       └── AriaBusyError              3108 another invoice in progress for the billing group
+    │                                      (not applied: back off with jitter)
+    └── PermanentProviderError             recorded, never retried
+        ├── ProviderRefused
+        │   └── AriaRefusedError           1010 1012 1016 1024 1033 (our request is wrong), 2003 voided,
+        │                                  3024 invalid reason code, 3097 already rebilled, and any code
+        │                                  not in the table
+        ├── ProviderNotFound
+        │   └── AriaNotFoundError          1009 account, 3004 invoice
+        ├── ProviderAuthError
+        │   └── AriaAuthError              1004 bad client_no / auth_key (never carries the key)
+        └── ProviderProtocolError          a reply that is not Aria's JSON (HTML, truncated, no
+                                           error_code); on gen_rb_m it may have applied
+
+`may_have_applied` is True only for gen_rb_m (the one write) when the request may have reached Aria:
+1001, a timeout after sending, a lost connection, any 5xx, an unreadable 2xx.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from orchestrator.domain.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRefused,
+    ProviderThrottled,
+    ProviderUnavailable,
+)
+
+__all__ = [
+    "AriaAuthError",
+    "AriaBusyError",
+    "AriaCode",
+    "AriaCodedError",
+    "AriaNotFoundError",
+    "AriaRefusedError",
+    "AriaUnexpectedError",
+    "classify_error_code",
+    "error_code_of",
+]
+
+_SETTLE = "; the rebill may have been applied: settle by reading the invoice history before sending again"
+
+
+class AriaCode(enum.IntEnum):
+    """The `error_code`s of the contract's table."""
+
+    OK = 0
+    UNEXPECTED = 1001
+    AUTHENTICATION = 1004
+    NO_ACCOUNT = 1009
+    MISSING_PARAMETER = 1010
+    UNPARSABLE_JSON = 1012
+    INVALID_INPUT = 1016
+    INVALID_DATE = 1024
+    INVALID_BOOLEAN = 1033
+    VOIDED = 2003
+    NO_INVOICE = 3004
+    INVALID_REASON = 3024
+    ALREADY_REBILLED = 3097
+    BILLING_GROUP_BUSY = 3108
+
+
+class AriaCodedError(ProviderError):
+    """An error Aria answered in the body: `error_code` is Aria's own code."""
+
+    def __init__(self, message: str, *, error_code: int, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.error_code = error_code
+
+
+class AriaRefusedError(AriaCodedError, ProviderRefused):
+    """Aria refused the call; the same call would be refused again."""
+
+
+class AriaNotFoundError(AriaCodedError, ProviderNotFound):
+    """1009 (account) or 3004 (invoice, or not on that account)."""
+
+
+class AriaAuthError(AriaCodedError, ProviderAuthError):
+    """1004: `client_no` / `auth_key` rejected. Stop the run; nothing else will pass either."""
+
+
+class AriaBusyError(AriaCodedError, ProviderThrottled):
+    """3108: another invoice of the billing group is in progress; nothing was applied."""
+
+
+class AriaUnexpectedError(AriaCodedError, ProviderUnavailable):
+    """1001: Aria failed unexpectedly; on gen_rb_m the outcome is unknown until settled."""
+
+
+_MEANING: dict[int, str] = {
+    AriaCode.UNEXPECTED: "unexpected error",
+    AriaCode.AUTHENTICATION: "authentication error",
+    AriaCode.NO_ACCOUNT: "account does not exist",
+    AriaCode.NO_INVOICE: "invoice does not exist",
+    AriaCode.BILLING_GROUP_BUSY: "another invoice in progress for the same billing group",
+    AriaCode.MISSING_PARAMETER: "missing required parameter",
+    AriaCode.UNPARSABLE_JSON: "unable to parse input json",
+    AriaCode.INVALID_INPUT: "invalid input",
+    AriaCode.INVALID_DATE: "invalid date format",
+    AriaCode.INVALID_BOOLEAN: "true/false parameter invalid",
+    AriaCode.VOIDED: "the invoice is voided",
+    AriaCode.INVALID_REASON: "invalid reason code",
+    AriaCode.ALREADY_REBILLED: "the invoice is already rebilled",
+}
+
+
+def classify_error_code(
+    operation: str, error_code: int, error_msg: str | None, *, mutating: bool, status_code: int | None = 200
+) -> ProviderError | None:
+    """The typed error for an Aria reply's `error_code` (None for 0). `mutating`: the call is gen_rb_m."""
+    if error_code == AriaCode.OK:
+        return None
+    said = f"{operation}: Aria error {error_code} ({_clip(error_msg or _MEANING.get(error_code, 'no message'))})"
+    where: dict[str, Any] = {"error_code": error_code, "operation": operation, "status_code": status_code}
+    if error_code == AriaCode.AUTHENTICATION:
+        return AriaAuthError(f"{operation}: Aria rejected client_no/auth_key (error {error_code})", **where)
+    if error_code in (AriaCode.NO_ACCOUNT, AriaCode.NO_INVOICE):
+        return AriaNotFoundError(said, **where)
+    if error_code == AriaCode.BILLING_GROUP_BUSY:
+        return AriaBusyError(said + "; not applied: try again after a backoff", **where)
+    if error_code == AriaCode.UNEXPECTED:
+        return AriaUnexpectedError(said + (_SETTLE if mutating else ""), may_have_applied=mutating, **where)
+    return AriaRefusedError(said, **where)
+
+
+def error_code_of(error: BaseException) -> int | None:
+    """The Aria `error_code` an error carries (None for a transport or HTTP failure)."""
+    return error.error_code if isinstance(error, AriaCodedError) else None
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
