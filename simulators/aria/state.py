@@ -14,8 +14,9 @@ Rules in short (`reference/aria-api.md`):
 - A second rebill of one original is refused with 3097, one of a voided invoice with 2003 (both
   counted). Paid invoices are rebilled (Aria refunds them), but counted as ineligible attempts, and
   so are rebills of rebill invoices: a run must skip all three kinds itself.
-- A write holds the account's billing group from `begin_rebill` to `finish_rebill`/`release`: a
-  second write on the same group in that window gets 3108 and changes nothing.
+- A write is in progress on its account's billing group from its arrival (`arrive`) to its reply
+  (`leave`); a write that arrived later on the same group and is handled meanwhile gets 3108 and
+  changes nothing.
 - `do_write: false` computes the same reply and changes nothing; no invoice number is consumed.
 """
 
@@ -24,14 +25,18 @@ from __future__ import annotations
 import bisect
 import enum
 import hmac
+import itertools
+import random
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
+
+from simulators.aria.faults import AriaFaultInjector, AriaFaults
+from simulators.common import RequestCounters
 
 ZERO = Decimal("0.00")
 CENT = Decimal("0.01")
@@ -293,14 +298,12 @@ class RebillResult:
     created_date: date
 
 
-@dataclass(slots=True)
-class RebillTicket:
-    """A validated rebill between `begin_rebill` and `finish_rebill` / `release`: holds the group."""
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """A write in progress on a billing group, in arrival order (`seq`)."""
 
-    request: RebillRequest
-    preview: RebillPreview
-    billing_group_no: int | None  # None: a dry run holds nothing
-    done: bool = False
+    billing_group_no: int
+    seq: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,13 +320,19 @@ class AriaState:
         auth_key: str = "sim-auth-key",
         *,
         reason_codes: Iterable[int] = DEFAULT_REASON_CODES,
+        faults: AriaFaults | None = None,
+        rng_seed: int = 0,
         today: date | None = None,
     ) -> None:
         self.client_no = client_no
         self.auth_key = auth_key
         self.reason_codes = frozenset(reason_codes)
         self._today = today
+        self.faults = AriaFaultInjector(faults, random.Random(rng_seed))
+        self.traffic = RequestCounters()
         self.lock = threading.RLock()
+        self._arrivals = itertools.count(1)
+        self._in_progress: dict[int, set[int]] = {}  # billing group -> seqs of writes in progress
         self._init_entities()
         self._init_counters()
 
@@ -336,27 +345,24 @@ class AriaState:
         self._by_account: dict[int, list[int]] = {}
         self._next_rebill_no = FIRST_REBILL_NO
         self._next_void_event = 900_000
-        self._busy_groups: set[int] = set()
 
     def _init_counters(self) -> None:
-        self._requests: Counter[str] = Counter()
-        self._responses: Counter[int] = Counter()
         self._error_codes: Counter[int] = Counter()
-        self._faults: Counter[str] = Counter()
         self._rebills: Counter[int] = Counter()
         self._gen_rb_m_calls = 0
         self._dry_runs = 0
         self._duplicates = 0
         self._ineligible = 0
         self._busy_refusals = 0
-        self._in_flight = 0
-        self._peak = 0
 
     def reset(self) -> None:
-        """Forget every entity and counter (credentials and reason codes are kept)."""
+        """Forget every entity and counter (credentials, reason codes and fault settings are kept)."""
         with self.lock:
             self._init_entities()
             self.reset_counters()
+
+    def close(self) -> None:
+        """Nothing runs in the background: every call is answered synchronously."""
 
     @property
     def today(self) -> date:
@@ -517,10 +523,30 @@ class AriaState:
 
     # ---------------------------------------------------------------- gen_rb_m
 
-    def begin_rebill(self, request: RebillRequest) -> RebillTicket:
-        """Validate a gen_rb_m and, for a write, take the billing group (3108 when it is taken).
+    def arrive(self, account: AccountRef) -> Arrival | None:
+        """A write on the account's billing group is in progress from now (None: no such account)."""
+        with self.lock:
+            try:
+                group = self.account(account).billing_group_no
+            except AriaError:
+                return None
+            arrival = Arrival(group, next(self._arrivals))
+            self._in_progress.setdefault(group, set()).add(arrival.seq)
+            return arrival
 
-        Raises AriaError for every refusal; a refusal changes nothing but the counters.
+    def leave(self, arrival: Arrival) -> None:
+        with self.lock:
+            seqs = self._in_progress.get(arrival.billing_group_no, set())
+            seqs.discard(arrival.seq)
+            if not seqs:
+                self._in_progress.pop(arrival.billing_group_no, None)
+
+    def gen_rb_m(self, request: RebillRequest, arrival: Arrival | None = None) -> RebillResult:
+        """Validate a gen_rb_m and apply it (a dry run: compute only). Raises AriaError for every refusal,
+        which changes nothing but the counters.
+
+        A write is refused with 3108 while a write that arrived before it (`arrival`; without one:
+        any write) is in progress on the same billing group.
         """
         with self.lock:
             self._gen_rb_m_calls += 1
@@ -547,49 +573,19 @@ class AriaState:
                     f"invoice {original.invoice_no} has already been rebilled (rebill invoice {original.rb_no})",
                 )
             if not request.do_write:
-                return RebillTicket(request, preview, None)
-            group = account.billing_group_no
-            if group in self._busy_groups:
+                return RebillResult(preview, request, None, self.today)
+            if self._busy(account.billing_group_no, arrival):
                 self._busy_refusals += 1
                 raise AriaError(ErrorCode.BILLING_GROUP_BUSY, "another invoice in progress for the same billing group")
-            self._busy_groups.add(group)
-            return RebillTicket(request, preview, group)
+            result = self._apply(request, preview, self.today)
+            self._rebills[original.invoice_no] += 1
+            return result
 
-    def finish_rebill(self, ticket: RebillTicket) -> RebillResult:
-        """Apply a begun rebill (a dry run: compute only) and free its billing group."""
-        with self.lock:
-            if ticket.done:
-                raise RuntimeError("this rebill was already finished or released")
-            ticket.done = True
-            if ticket.billing_group_no is None:
-                return RebillResult(ticket.preview, ticket.request, None, self.today)
-            try:
-                result = self._apply(ticket.request, ticket.preview, self.today)
-                self._rebills[result.preview.original.invoice_no] += 1
-                return result
-            finally:
-                self._busy_groups.discard(ticket.billing_group_no)
-
-    def release(self, ticket: RebillTicket) -> None:
-        """Give up a begun rebill without applying it (a fault answered instead)."""
-        with self.lock:
-            if not ticket.done:
-                ticket.done = True
-                if ticket.billing_group_no is not None:
-                    self._busy_groups.discard(ticket.billing_group_no)
-
-    @contextmanager
-    def rebilling(self, request: RebillRequest) -> Iterator[RebillTicket]:
-        """`begin_rebill` ... `release` unless finished inside."""
-        ticket = self.begin_rebill(request)
-        try:
-            yield ticket
-        finally:
-            self.release(ticket)
-
-    def gen_rb_m(self, request: RebillRequest) -> RebillResult:
-        """Validate and apply at once (no window for a concurrent write)."""
-        return self.finish_rebill(self.begin_rebill(request))
+    def _busy(self, group: int, arrival: Arrival | None) -> bool:
+        in_progress = self._in_progress.get(group, set())
+        if arrival is None:
+            return bool(in_progress)
+        return any(seq < arrival.seq for seq in in_progress)
 
     def _preview(self, request: RebillRequest, original: Invoice) -> RebillPreview:
         by_line_no = {line.line_no: line for line in original.lines}
@@ -655,29 +651,18 @@ class AriaState:
 
     # ---------------------------------------------------------------- counters
 
-    def request_started(self, call: str) -> None:
+    def answered(self, error_code: int) -> None:
+        """Count a reply's `error_code` (0 for success)."""
         with self.lock:
-            self._requests[call] += 1
-            self._in_flight += 1
-            self._peak = max(self._peak, self._in_flight)
-
-    def request_finished(self, status: int | None, error_code: int | None = None) -> None:
-        with self.lock:
-            self._in_flight -= 1
-            if status is not None:
-                self._responses[status] += 1
-            if error_code is not None:
-                self._error_codes[error_code] += 1
-
-    def fault_injected(self, kind: str) -> None:
-        with self.lock:
-            self._faults[kind] += 1
+            self._error_codes[error_code] += 1
 
     def counters(self) -> dict[str, Any]:
+        """Traffic (requests per call, responses per status, `peak_concurrency`, `in_flight`), the
+        error codes answered, gen_rb_m's calls, rebills per original, duplicate and ineligible
+        attempts, dry runs, busy refusals, and the faults injected by kind."""
         with self.lock:
             return {
-                "requests": dict(self._requests),
-                "responses": {str(code): n for code, n in sorted(self._responses.items())},
+                **self.traffic.snapshot(),
                 "error_codes": {str(code): n for code, n in sorted(self._error_codes.items())},
                 "gen_rb_m_calls": self._gen_rb_m_calls,
                 "rebills": {str(no): n for no, n in sorted(self._rebills.items())},
@@ -686,17 +671,15 @@ class AriaState:
                 "ineligible_attempts": self._ineligible,
                 "dry_run_calls": self._dry_runs,
                 "busy_refusals": self._busy_refusals,
-                "faults_injected": dict(self._faults),
-                "peak_in_flight": self._peak,
-                "in_flight": self._in_flight,
+                "faults_injected": self.faults.injected(),
             }
 
     def reset_counters(self) -> None:
-        """Zero the counters and the in-flight peak; entities are kept."""
+        """Zero the counters (the in-flight peak restarts from what is in flight); entities are kept."""
         with self.lock:
-            in_flight = self._in_flight
             self._init_counters()
-            self._in_flight = self._peak = in_flight
+            self.traffic.reset()
+            self.faults.reset_counts()
 
 
 def _query_value(invoice: Invoice, key: QueryKey) -> date | int | str:

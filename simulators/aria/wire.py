@@ -139,16 +139,17 @@ def optional_double(params: Mapping[str, Any], name: str) -> Decimal | None:
         return None
     if isinstance(value, bool):
         raise _invalid(f"{name} is not a valid double")
+    number: Decimal | None = None
     if isinstance(value, int | Decimal):
-        return Decimal(value)
-    if isinstance(value, str):
+        number = Decimal(value)
+    elif isinstance(value, str):
         try:
             number = Decimal(value.strip())
         except InvalidOperation:
-            raise _invalid(f"{name} is not a valid double") from None
-        if number.is_finite():
-            return number
-    raise _invalid(f"{name} is not a valid double")
+            number = None
+    if number is None or not number.is_finite():
+        raise _invalid(f"{name} is not a valid double")
+    return Decimal(format(number, "f"))  # plain digits: 1E+2 would not render as a JSON number
 
 
 def optional_string(params: Mapping[str, Any], name: str, max_length: int) -> str | None:

@@ -361,9 +361,11 @@ def simulate() -> None:
 
 
 def _mount_simulators() -> None:
+    from simulators.aria.cli import aria
     from simulators.imis.cli import imis
 
     simulate.add_command(imis)
+    simulate.add_command(aria)
 
 
 _mount_simulators()

@@ -206,32 +206,52 @@ class TestRebill:
 
 
 class TestBillingGroup:
-    def test_a_write_in_progress_makes_another_on_the_group_3108(self, state: AriaState, run: SeededRun) -> None:
+    @pytest.fixture
+    def two(self, state: AriaState, run: SeededRun) -> tuple[Invoice, Invoice]:
         account = state.invoices[run.eligible[0]].account
         first, second = [state.invoices[n] for n in run.eligible if state.invoices[n].account == account][:2]
-        ticket = state.begin_rebill(rebill_of(first))
-        refused(ErrorCode.BILLING_GROUP_BUSY, state.begin_rebill, rebill_of(second))
+        return first, second
+
+    def test_a_write_that_arrived_later_on_a_busy_group_is_3108(
+        self, state: AriaState, two: tuple[Invoice, Invoice]
+    ) -> None:
+        first, second = two
+        earlier = state.arrive(AccountRef(first.account.acct_no))
+        later = state.arrive(AccountRef(second.account.acct_no))
+        assert earlier is not None
+        assert later is not None
+        refused(ErrorCode.BILLING_GROUP_BUSY, state.gen_rb_m, rebill_of(second), later)
         assert second.rb_no is None
-        state.finish_rebill(ticket)
+        assert state.gen_rb_m(rebill_of(first), earlier).invoice_no is not None
+        state.leave(earlier)
+        assert state.gen_rb_m(rebill_of(second), later).invoice_no is not None
+        state.leave(later)
+        counters = state.counters()
+        assert (counters["busy_refusals"], counters["rebills_total"]) == (1, 2)
+
+    def test_without_an_arrival_any_write_in_progress_makes_it_busy(
+        self, state: AriaState, two: tuple[Invoice, Invoice]
+    ) -> None:
+        first, second = two
+        arrival = state.arrive(AccountRef(first.account.acct_no))
+        assert arrival is not None
+        refused(ErrorCode.BILLING_GROUP_BUSY, state.gen_rb_m, rebill_of(second))
+        state.leave(arrival)
         assert state.gen_rb_m(rebill_of(second)).invoice_no is not None
-        assert state.counters()["busy_refusals"] == 1
 
-    def test_other_groups_and_dry_runs_are_not_held_up(self, state: AriaState, run: SeededRun) -> None:
-        first = state.invoices[run.eligible[0]]
-        same = next(state.invoices[n] for n in run.eligible[1:] if state.invoices[n].account == first.account)
+    def test_other_groups_and_dry_runs_are_not_held_up(
+        self, state: AriaState, run: SeededRun, two: tuple[Invoice, Invoice]
+    ) -> None:
+        first, second = two
         other = next(state.invoices[n] for n in run.eligible if state.invoices[n].account != first.account)
-        ticket = state.begin_rebill(rebill_of(first))
+        arrival = state.arrive(AccountRef(first.account.acct_no))
+        assert arrival is not None
         assert state.gen_rb_m(rebill_of(other)).invoice_no is not None
-        assert state.gen_rb_m(rebill_of(same, do_write=False)).invoice_no is None
-        state.finish_rebill(ticket)
+        assert state.gen_rb_m(rebill_of(second, do_write=False)).invoice_no is None
+        state.leave(arrival)
 
-    def test_release_frees_the_group_without_applying(self, state: AriaState, open_invoice: Invoice) -> None:
-        ticket = state.begin_rebill(rebill_of(open_invoice))
-        state.release(ticket)
-        assert open_invoice.rb_no is None
-        with pytest.raises(RuntimeError):
-            state.finish_rebill(ticket)
-        assert state.gen_rb_m(rebill_of(open_invoice)).invoice_no is not None
+    def test_an_unknown_account_arrives_nowhere(self, state: AriaState) -> None:
+        assert state.arrive(AccountRef(1)) is None
 
 
 class TestQuery:
@@ -324,15 +344,18 @@ class TestDetails:
 
 
 class TestCounters:
-    def test_in_flight_peak_and_reset(self, state: AriaState) -> None:
-        state.request_started("gen_rb_m")
-        state.request_started("gen_rb_m")
-        state.request_finished(200, 0)
-        state.fault_injected("lose_reply")
+    def test_traffic_error_codes_faults_and_reset(self, state: AriaState) -> None:
+        state.traffic.started("gen_rb_m")
+        state.traffic.started("gen_rb_m")
+        state.traffic.finished(200)
+        state.answered(0)
+        state.faults.update(p_busy=1.0)
+        state.faults.rebill_fault()
         counters = state.counters()
-        assert (counters["peak_in_flight"], counters["in_flight"]) == (2, 1)
+        assert (counters["peak_concurrency"], counters["in_flight"]) == (2, 1)
         assert counters["requests"] == {"gen_rb_m": 2}
         assert counters["error_codes"] == {"0": 1}
-        assert counters["faults_injected"] == {"lose_reply": 1}
+        assert counters["faults_injected"] == {"busy": 1}
         state.reset_counters()
-        assert (state.counters()["peak_in_flight"], state.counters()["requests"]) == (1, {})
+        counters = state.counters()
+        assert (counters["peak_concurrency"], counters["requests"], counters["faults_injected"]) == (1, {}, {})

@@ -221,3 +221,8 @@ class TestHistory:
     )
     def test_refusals(self, change: dict[str, Any], code: ErrorCode) -> None:
         assert code_of(wire.parse_history, {"acct_no": 1, "master_plan_instance_id": -1, **change}) == code
+
+
+def test_a_double_in_exponent_form_is_kept_as_plain_digits() -> None:
+    assert str(wire.optional_double({"r": "1E+2"}, "r")) == "100"
+    assert str(wire.optional_double({"r": Decimal("1.25E-1")}, "r")) == "0.125"
