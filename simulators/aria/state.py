@@ -14,9 +14,8 @@ Rules in short (`reference/aria-api.md`):
 - A second rebill of one original is refused with 3097, one of a voided invoice with 2003 (both
   counted). Paid invoices are rebilled (Aria refunds them), but counted as ineligible attempts, and
   so are rebills of rebill invoices: a run must skip all three kinds itself.
-- A write is in progress on its account's billing group from its arrival (`arrive`) to its reply
-  (`leave`); a write that arrived later on the same group and is handled meanwhile gets 3108 and
-  changes nothing.
+- A write holds its account's billing group from its arrival (`arrive`) to its reply (`leave`); a
+  write arriving on the group meanwhile gets 3108 and changes nothing.
 - `do_write: false` computes the same reply and changes nothing; no invoice number is consumed.
 """
 
@@ -300,10 +299,11 @@ class RebillResult:
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
-    """A write in progress on a billing group, in arrival order (`seq`)."""
+    """A write arriving on a billing group: it holds the group, or finds it `busy` (another write holds it)."""
 
     billing_group_no: int
     seq: int
+    busy: bool
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ class AriaState:
         self.traffic = RequestCounters()
         self.lock = threading.RLock()
         self._arrivals = itertools.count(1)
-        self._in_progress: dict[int, set[int]] = {}  # billing group -> seqs of writes in progress
+        self._held: dict[int, int] = {}  # billing group -> the seq of the write in progress on it
         self._init_entities()
         self._init_counters()
 
@@ -524,29 +524,29 @@ class AriaState:
     # ---------------------------------------------------------------- gen_rb_m
 
     def arrive(self, account: AccountRef) -> Arrival | None:
-        """A write on the account's billing group is in progress from now (None: no such account)."""
+        """A write on the account's billing group starts: it holds the group until `leave`, unless
+        another write holds it already (then it is `busy`). None: no such account."""
         with self.lock:
             try:
                 group = self.account(account).billing_group_no
             except AriaError:
                 return None
-            arrival = Arrival(group, next(self._arrivals))
-            self._in_progress.setdefault(group, set()).add(arrival.seq)
+            arrival = Arrival(group, next(self._arrivals), busy=group in self._held)
+            if not arrival.busy:
+                self._held[group] = arrival.seq
             return arrival
 
     def leave(self, arrival: Arrival) -> None:
         with self.lock:
-            seqs = self._in_progress.get(arrival.billing_group_no, set())
-            seqs.discard(arrival.seq)
-            if not seqs:
-                self._in_progress.pop(arrival.billing_group_no, None)
+            if self._held.get(arrival.billing_group_no) == arrival.seq:
+                del self._held[arrival.billing_group_no]
 
     def gen_rb_m(self, request: RebillRequest, arrival: Arrival | None = None) -> RebillResult:
         """Validate a gen_rb_m and apply it (a dry run: compute only). Raises AriaError for every refusal,
         which changes nothing but the counters.
 
-        A write is refused with 3108 while a write that arrived before it (`arrival`; without one:
-        any write) is in progress on the same billing group.
+        A write is refused with 3108 when it arrived on a busy billing group (`arrival`), or, without
+        an arrival, while another write holds its group.
         """
         with self.lock:
             self._gen_rb_m_calls += 1
@@ -582,10 +582,7 @@ class AriaState:
             return result
 
     def _busy(self, group: int, arrival: Arrival | None) -> bool:
-        in_progress = self._in_progress.get(group, set())
-        if arrival is None:
-            return bool(in_progress)
-        return any(seq < arrival.seq for seq in in_progress)
+        return arrival.busy if arrival is not None else group in self._held
 
     def _preview(self, request: RebillRequest, original: Invoice) -> RebillPreview:
         by_line_no = {line.line_no: line for line in original.lines}

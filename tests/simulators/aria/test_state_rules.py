@@ -212,20 +212,23 @@ class TestBillingGroup:
         first, second = [state.invoices[n] for n in run.eligible if state.invoices[n].account == account][:2]
         return first, second
 
-    def test_a_write_that_arrived_later_on_a_busy_group_is_3108(
-        self, state: AriaState, two: tuple[Invoice, Invoice]
-    ) -> None:
+    def test_a_write_arriving_on_a_held_group_is_3108(self, state: AriaState, two: tuple[Invoice, Invoice]) -> None:
         first, second = two
-        earlier = state.arrive(AccountRef(first.account.acct_no))
+        holder = state.arrive(AccountRef(first.account.acct_no))
         later = state.arrive(AccountRef(second.account.acct_no))
-        assert earlier is not None
+        assert holder is not None
         assert later is not None
+        assert (holder.busy, later.busy) == (False, True)
+        state.leave(later)  # a busy arrival holds nothing: the group stays with the first
         refused(ErrorCode.BILLING_GROUP_BUSY, state.gen_rb_m, rebill_of(second), later)
         assert second.rb_no is None
-        assert state.gen_rb_m(rebill_of(first), earlier).invoice_no is not None
-        state.leave(earlier)
-        assert state.gen_rb_m(rebill_of(second), later).invoice_no is not None
-        state.leave(later)
+        assert state.gen_rb_m(rebill_of(first), holder).invoice_no is not None
+        state.leave(holder)
+        again = state.arrive(AccountRef(second.account.acct_no))
+        assert again is not None
+        assert not again.busy
+        assert state.gen_rb_m(rebill_of(second), again).invoice_no is not None
+        state.leave(again)
         counters = state.counters()
         assert (counters["busy_refusals"], counters["rebills_total"]) == (1, 2)
 
