@@ -34,18 +34,24 @@ settle a 3097, skip a 2003 as voided, or stop a run on 1004 / 3024:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from orchestrator.adapters.providers import http
+from orchestrator.adapters.providers.http import NO_BODY, NOT_DECODED
 from orchestrator.domain.errors import (
     ProviderAuthError,
     ProviderError,
     ProviderNotFound,
+    ProviderProtocolError,
     ProviderRefused,
     ProviderThrottled,
     ProviderUnavailable,
 )
 
 __all__ = [
+    "PLATFORM",
     "AriaAuthError",
     "AriaBusyError",
     "AriaCode",
@@ -53,10 +59,12 @@ __all__ = [
     "AriaNotFoundError",
     "AriaRefusedError",
     "AriaUnexpectedError",
+    "classify",
     "classify_error_code",
     "error_code_of",
 ]
 
+PLATFORM = "Aria"
 _SETTLE = "; the rebill may have been applied: settle by reading the invoice history before sending again"
 
 
@@ -124,13 +132,103 @@ _MEANING: dict[int, str] = {
 }
 
 
+def classify(
+    *,
+    operation: str,
+    mutating: bool = False,
+    status_code: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | str | None = None,
+    payload: Any = NOT_DECODED,
+    exc: BaseException | None = None,
+    now: datetime | None = None,
+) -> ProviderError | None:
+    """The typed error for one exchange, or None when the reply is a usable success.
+
+    Give either `exc` (the request raised; nothing came back) or `status_code` with the reply's
+    `headers` and raw `body`; `payload` is the body already decoded (`http.decode_success`). A JSON
+    body with an `error_code` decides whatever the status line says (Aria answers errors with 200);
+    any other reply is judged by its status. `mutating` is True for gen_rb_m only.
+    """
+    if exc is not None:
+        return http.transport_failure(exc, operation=operation, mutating=mutating, platform=PLATFORM)
+    if status_code is None:
+        raise ValueError("classify needs either exc or status_code")
+    headers = headers or {}
+    raw = body if body is not None else b""
+    if 200 <= status_code < 300:
+        try:
+            payload = http.success_payload(
+                operation,
+                platform=PLATFORM,
+                mutating=mutating,
+                status_code=status_code,
+                headers=headers,
+                body=raw,
+                payload=payload,
+            )
+        except ProviderProtocolError as error:
+            return error
+        if payload is NO_BODY or not isinstance(payload, Mapping) or "error_code" not in payload:
+            return http.protocol_error(
+                operation,
+                platform=PLATFORM,
+                mutating=mutating,
+                what="no error_code in the reply",
+                status_code=status_code,
+            )
+    else:
+        payload = _json_body(raw)
+    code = _error_code(payload)
+    if code is not None:
+        message = payload.get("error_msg")
+        return classify_error_code(
+            operation, code, message if isinstance(message, str) else None, mutating=mutating, status_code=status_code
+        )
+    if 200 <= status_code < 300:
+        return http.protocol_error(
+            operation, platform=PLATFORM, mutating=mutating, what="error_code is not a number", status_code=status_code
+        )
+    return http.status_failure(
+        operation=operation,
+        platform=PLATFORM,
+        mutating=mutating,
+        status_code=status_code,
+        headers=headers,
+        detail=http.html_detail(headers, raw),
+        now=now,
+    )
+
+
+def _json_body(raw: bytes | str) -> Any:
+    """A non-2xx body decoded when it is JSON (Aria's own error reply), else None."""
+    try:
+        return http.decode_json(raw)
+    except ValueError:
+        return None
+
+
+def _error_code(payload: Any) -> int | None:
+    """`error_code` as a number or a numeric string; None when absent or unreadable."""
+    if not isinstance(payload, Mapping):
+        return None
+    value = payload.get("error_code")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
 def classify_error_code(
     operation: str, error_code: int, error_msg: str | None, *, mutating: bool, status_code: int | None = 200
 ) -> ProviderError | None:
     """The typed error for an Aria reply's `error_code` (None for 0). `mutating`: the call is gen_rb_m."""
     if error_code == AriaCode.OK:
         return None
-    said = f"{operation}: Aria error {error_code} ({_clip(error_msg or _MEANING.get(error_code, 'no message'))})"
+    said = f"{operation}: Aria error {error_code} ({http.clip(error_msg or _MEANING.get(error_code, 'no message'))})"
     where: dict[str, Any] = {"error_code": error_code, "operation": operation, "status_code": status_code}
     if error_code == AriaCode.AUTHENTICATION:
         return AriaAuthError(f"{operation}: Aria rejected client_no/auth_key (error {error_code})", **where)
@@ -146,7 +244,3 @@ def classify_error_code(
 def error_code_of(error: BaseException) -> int | None:
     """The Aria `error_code` an error carries (None for a transport or HTTP failure)."""
     return error.error_code if isinstance(error, AriaCodedError) else None
-
-
-def _clip(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
