@@ -134,11 +134,10 @@ class AriaClient:
         offset = start_offset
         while True:
             page = self.get_invoice_information(query, limit=page_size, offset=offset)
-            received = len(page.invoice_details_m)
-            if received == 0:
+            if not page.invoice_details_m:
                 return
             yield page
-            offset += received
+            offset += len(page.invoice_details_m)
             if page.total_records is not None and offset >= page.total_records:
                 return
 

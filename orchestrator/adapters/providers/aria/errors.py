@@ -2,33 +2,37 @@
 
 Aria answers HTTP 200 for business and authentication errors: success is `error_code` 0, whatever
 the status line. `classify` is the one place that decides; it is pure and table-tested in
-`tests/unit/providers/aria/test_errors.py`. The classes are those of `orchestrator.domain.errors`;
-an answer that carried an `error_code` is raised as the Aria subclass holding it, so the provider can
-settle a 3097, skip a 2003 as voided, or stop a run on 1004 / 3024:
+`tests/unit/providers/aria/test_errors.py`. What every platform shares (transport exceptions, the
+statuses, a 2xx that is not JSON, Retry-After) is decided by `orchestrator.adapters.providers.http`;
+Aria's own part is the `error_code` table. The classes are those of `orchestrator.domain.errors`; an
+answer that carried an `error_code` is raised as an `AriaCodedError` subclass holding it, so the
+provider can settle a 3097, skip a 2003 as voided, or stop a run on 1004 / 3024:
 
     ProviderError
     ├── TransientProviderError             retried at the task level, with backoff
-    │   ├── ProviderUnavailable            transport faults (via the kit) and HTTP 5xx / 502 (a gen_rb_m
-    │   │   │                              may have applied: settle by reading history first)
+    │   ├── ProviderUnavailable            connect error (not applied), connection lost before the
+    │   │   │                              reply, HTTP 500/502/504 (a gen_rb_m may have applied:
+    │   │   │                              settle by reading history first), 503 (not applied)
     │   │   └── AriaUnexpectedError        1001 unexpected error (on gen_rb_m: may have applied)
-    │   ├── ProviderTimeout                no reply in time (on gen_rb_m: may have applied)
+    │   ├── ProviderTimeout                connect timeout (not applied); no reply in time (on
+    │   │                                  gen_rb_m: may have applied)
     │   └── ProviderThrottled              429 with Retry-After (a gateway's)
     │       └── AriaBusyError              3108 another invoice in progress for the billing group
     │                                      (not applied: back off with jitter)
     └── PermanentProviderError             recorded, never retried
-        ├── ProviderRefused
+        ├── ProviderRefused                other 4xx
         │   └── AriaRefusedError           1010 1012 1016 1024 1033 (our request is wrong), 2003 voided,
         │                                  3024 invalid reason code, 3097 already rebilled, and any code
         │                                  not in the table
-        ├── ProviderNotFound
+        ├── ProviderNotFound               404
         │   └── AriaNotFoundError          1009 account, 3004 invoice
-        ├── ProviderAuthError
+        ├── ProviderAuthError              401, 403
         │   └── AriaAuthError              1004 bad client_no / auth_key (never carries the key)
         └── ProviderProtocolError          a reply that is not Aria's JSON (HTML, truncated, no
                                            error_code); on gen_rb_m it may have applied
 
-`may_have_applied` is True only for gen_rb_m (the one write) when the request may have reached Aria:
-1001, a timeout after sending, a lost connection, any 5xx, an unreadable 2xx.
+(`AriaCodedError` is the mixin base of the five Aria classes.) `may_have_applied` is True only for
+gen_rb_m with `do_write` (the one write) when the request may have reached Aria.
 """
 
 from __future__ import annotations
@@ -65,7 +69,6 @@ __all__ = [
 ]
 
 PLATFORM = "Aria"
-_SETTLE = "; the rebill may have been applied: settle by reading the invoice history before sending again"
 
 
 class AriaCode(enum.IntEnum):
@@ -237,7 +240,7 @@ def classify_error_code(
     if error_code == AriaCode.BILLING_GROUP_BUSY:
         return AriaBusyError(said + "; not applied: try again after a backoff", **where)
     if error_code == AriaCode.UNEXPECTED:
-        return AriaUnexpectedError(said + (_SETTLE if mutating else ""), may_have_applied=mutating, **where)
+        return AriaUnexpectedError(said + (http.SETTLE_BY_READING if mutating else ""), may_have_applied=mutating, **where)
     return AriaRefusedError(said, **where)
 
 

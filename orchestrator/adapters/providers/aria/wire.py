@@ -172,6 +172,11 @@ class InvoicePage(AriaReply):
 
     _null_list = field_validator("invoice_details_m", mode="before")(_list)
 
+    @property
+    def next_offset(self) -> int:
+        """Where the next page starts: this page's offset plus the records it returned (not the limit asked)."""
+        return (self.starting_record or 0) + len(self.invoice_details_m)
+
 
 # --- get_invoice_details_m -------------------------------------------------------------------------------
 

@@ -164,6 +164,7 @@ class TestPaging:
         assert [[h.invoice_no for h in p.invoice_details_m] for p in pages] == [[1, 2, 3], [4, 5, 6], [7]]
         assert [script.body(i)["offset"] for i in range(3)] == [0, 3, 6]
         assert [p.starting_record for p in pages] == [0, 3, 6]
+        assert [p.next_offset for p in pages] == [3, 6, 7]
 
     def test_stops_at_an_empty_page(self) -> None:
         script = Script(page([1, 2], 99), page([], 99))
