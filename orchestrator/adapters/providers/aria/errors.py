@@ -240,7 +240,9 @@ def classify_error_code(
     if error_code == AriaCode.BILLING_GROUP_BUSY:
         return AriaBusyError(said + "; not applied: try again after a backoff", **where)
     if error_code == AriaCode.UNEXPECTED:
-        return AriaUnexpectedError(said + (http.SETTLE_BY_READING if mutating else ""), may_have_applied=mutating, **where)
+        return AriaUnexpectedError(
+            said + (http.SETTLE_BY_READING if mutating else ""), may_have_applied=mutating, **where
+        )
     return AriaRefusedError(said, **where)
 
 
