@@ -90,8 +90,6 @@ class AriaClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, client_no={self._client_no!r})"
 
-    __str__ = __repr__
-
     @property
     def base_url(self) -> str:
         return self._channel.base_url
