@@ -6,7 +6,8 @@ sockets. A platform subclasses it and supplies `api_route` (its routing table) a
 the base does the rest for every counted route:
 
     count the request -> draw delay and fault -> sleep -> fault reply, or authenticate + handler
-    (a fault that "applies the operation" runs the handler first, then spoils the reply)
+    (a fault that "applies the operation" runs the handler first, then spoils the reply), all of it
+    inside the platform's `in_progress(route, request)`
 
 Paths under `/_sim/` are the admin API: never authenticated, faulted or counted. The shared admin
 routes (`admin_routes`) are `GET health`, `GET counters`, `POST counters/reset`, `GET|PATCH faults`
@@ -20,6 +21,7 @@ import abc
 import asyncio
 import time
 from collections.abc import Generator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx
@@ -123,6 +125,14 @@ class SimulatorApp(abc.ABC, Generic[S]):
     def authenticate(self, request: Request) -> Reply | None:
         """None when the request may proceed, else the platform's rejection (e.g. a 401)."""
 
+    def in_progress(self, route: Route, request: Request) -> AbstractContextManager[None]:
+        """Held from a counted request's arrival, across its delay, until its reply is made.
+
+        A platform marks work in progress with it, so that a concurrent request can see it (Aria
+        answers 3108 to a second rebill on a billing group another one is busy with). Nothing by default.
+        """
+        return nullcontext()
+
     def dispatch(self, route: Route, request: Request) -> Reply:
         """Run the handler; a platform overrides this to turn its own exceptions into replies."""
         try:
@@ -191,8 +201,8 @@ class SimulatorApp(abc.ABC, Generic[S]):
         traffic = self.state.traffic
         traffic.started(route.operation)
         status: int | None = None
+        steps = self._counted(route, request)
         try:
-            steps = self._counted(route, request)
             try:
                 while True:
                     await self._sleep(next(steps))
@@ -201,6 +211,7 @@ class SimulatorApp(abc.ABC, Generic[S]):
             status = reply.status
             await _send(send, reply)
         finally:
+            steps.close()  # a request cut short (client gone, server stopping) ends its in_progress too
             traffic.finished(status)
 
     async def _sleep(self, seconds: float) -> None:
@@ -233,8 +244,8 @@ class SimulatorApp(abc.ABC, Generic[S]):
             traffic = self.state.traffic
             traffic.started(route.operation)
             status: int | None = None
+            steps = self._counted(route, req)
             try:
-                steps = self._counted(route, req)
                 try:
                     while True:
                         delay = next(steps)
@@ -245,6 +256,7 @@ class SimulatorApp(abc.ABC, Generic[S]):
                     reply = done.value
                 status = reply.status
             finally:
+                steps.close()
                 traffic.finished(status)
         headers = [("content-type", reply.content_type), *reply.headers]
         return httpx.Response(reply.status, headers=headers, content=reply.body)
@@ -252,34 +264,38 @@ class SimulatorApp(abc.ABC, Generic[S]):
     # ------------------------------------------------------------------ the counted path
 
     def _counted(self, route: Route, request: Request) -> Generator[float, None, Reply]:
-        """Yields the seconds to wait, returns the reply: one body for the async and sync drivers."""
+        """Yields the seconds to wait, returns the reply: one body for the async and sync drivers.
+
+        The whole of it, delay included, runs inside `in_progress(route, request)`.
+        """
         assert route.operation is not None
-        decision = self.state.faults.decide(route.operation, api=route.api)
-        settings: Faults = decision.settings
-        if decision.delay_seconds > 0:
-            yield decision.delay_seconds
-        kind = decision.kind
-        retry_after = (("Retry-After", str(settings.retry_after_seconds)),)
-        if kind is FaultKind.TOO_MANY_REQUESTS:
-            return self.server_fault_reply(429, "Too many requests. Please retry later.", retry_after)
-        if kind is FaultKind.SERVER_ERROR:
-            return self.server_fault_reply(500, "An error has occurred.")
-        if kind is FaultKind.MAINTENANCE_HTML:
-            return Reply(503, self.maintenance_page, HTML, retry_after)
-        if kind is FaultKind.HTML_200:
-            return Reply(200, self.sign_in_page, HTML)
-        if kind is FaultKind.HANG:
-            yield settings.hang_seconds
-            return Reply(504, GATEWAY_TIMEOUT_PAGE, HTML)
-        reply = self._authorized(route, request)
-        if kind is FaultKind.REPLY_LOST:
-            if settings.reply_lost_mode == "hang":
+        with self.in_progress(route, request):
+            decision = self.state.faults.decide(route.operation, api=route.api)
+            settings: Faults = decision.settings
+            if decision.delay_seconds > 0:
+                yield decision.delay_seconds
+            kind = decision.kind
+            retry_after = (("Retry-After", str(settings.retry_after_seconds)),)
+            if kind is FaultKind.TOO_MANY_REQUESTS:
+                return self.server_fault_reply(429, "Too many requests. Please retry later.", retry_after)
+            if kind is FaultKind.SERVER_ERROR:
+                return self.server_fault_reply(500, "An error has occurred.")
+            if kind is FaultKind.MAINTENANCE_HTML:
+                return Reply(503, self.maintenance_page, HTML, retry_after)
+            if kind is FaultKind.HTML_200:
+                return Reply(200, self.sign_in_page, HTML)
+            if kind is FaultKind.HANG:
                 yield settings.hang_seconds
                 return Reply(504, GATEWAY_TIMEOUT_PAGE, HTML)
-            return Reply(502, BAD_GATEWAY_PAGE, HTML)
-        if kind is FaultKind.TRUNCATED_JSON:
-            return Reply(200, reply.body[: len(reply.body) // 2], JSON)
-        return reply
+            reply = self._authorized(route, request)
+            if kind is FaultKind.REPLY_LOST:
+                if settings.reply_lost_mode == "hang":
+                    yield settings.hang_seconds
+                    return Reply(504, GATEWAY_TIMEOUT_PAGE, HTML)
+                return Reply(502, BAD_GATEWAY_PAGE, HTML)
+            if kind is FaultKind.TRUNCATED_JSON:
+                return Reply(200, reply.body[: len(reply.body) // 2], JSON)
+            return reply
 
     def _authorized(self, route: Route, request: Request) -> Reply:
         if route.auth:

@@ -400,11 +400,12 @@ def simulate() -> None:
 
 
 def _mount_simulators() -> None:
+    from simulators.aria.cli import aria
     from simulators.energycap.cli import energycap
     from simulators.imis.cli import imis
 
-    simulate.add_command(imis)
-    simulate.add_command(energycap)
+    for command in (imis, aria, energycap):
+        simulate.add_command(command)
 
 
 _mount_simulators()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -213,6 +214,54 @@ class TestFaults:
         state.faults.update(p_500=1.0, fault_operations=["Note.put"])
         assert client.put("/notes/N1", json="x").status_code == 500
         assert client.get("/notes/N1").status_code == 404
+
+
+class TrackingApp(NotesApp):
+    """Records when its requests are in progress, and when its handler runs."""
+
+    def __init__(self, state: NotesState) -> None:
+        super().__init__(state)
+        self.events: list[str] = []
+
+    @contextmanager
+    def in_progress(self, route: Route, request: Request) -> Iterator[None]:
+        self.events.append(f"enter {route.operation}")
+        try:
+            yield
+        finally:
+            self.events.append(f"exit {route.operation}")
+
+    def _put(self, request: Request, params: tuple[str, ...]) -> Reply:
+        self.events.append("handler")
+        return super()._put(request, params)
+
+
+class TestInProgress:
+    def test_spans_the_delay_and_the_handler(self, state: NotesState) -> None:
+        app = TrackingApp(state)
+        state.faults.update(latency_ms=20)
+        with httpx.Client(transport=httpx.MockTransport(app.handle), headers={"X-Api-Key": API_KEY}) as http:
+            http.put("https://notes.example/notes/N1", json="x")
+        assert app.events == ["enter Note.put", "handler", "exit Note.put"]
+
+    def test_ends_when_a_fault_answers_instead(self, state: NotesState) -> None:
+        app = TrackingApp(state)
+        state.faults.update(p_500=1.0)
+        with httpx.Client(transport=httpx.MockTransport(app.handle), headers={"X-Api-Key": API_KEY}) as http:
+            assert http.put("https://notes.example/notes/N1", json="x").status_code == 500
+        assert app.events == ["enter Note.put", "exit Note.put"]
+
+    def test_admin_routes_are_never_in_progress(self, state: NotesState) -> None:
+        app = TrackingApp(state)
+        with httpx.Client(transport=httpx.MockTransport(app.handle)) as http:
+            http.get("https://notes.example/_sim/counters")
+        assert app.events == []
+
+    def test_over_loopback(self, state: NotesState) -> None:
+        app = TrackingApp(state)
+        with SimulatorServer(app) as server:
+            httpx.put(f"{server.base_url}/notes/N1", json="x", headers={"X-Api-Key": API_KEY}, trust_env=False)
+        assert app.events == ["enter Note.put", "handler", "exit Note.put"]
 
 
 class TestServer:

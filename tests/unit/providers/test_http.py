@@ -18,8 +18,10 @@ from orchestrator.adapters.providers.http import (
     NO_BODY,
     NOT_DECODED,
     ApiChannel,
+    decode_json,
     decode_success,
     describe_validation_error,
+    encode_json,
     outcome_of,
     parse_model,
     parse_retry_after,
@@ -463,3 +465,18 @@ class TestApiChannel:
 
     def test_repr_shows_no_secret(self, channel: ApiChannel) -> None:
         assert repr(channel) == f"ApiChannel(platform='Acme', base_url={BASE_URL!r})"
+
+
+class TestEncodeJson:
+    def test_decimals_keep_their_exact_digits(self) -> None:
+        body = {"rate": Decimal("44.100"), "units": Decimal(37), "tiny": Decimal("0.0005"), "items": [Decimal("-1.5")]}
+        assert encode_json(body) == b'{"rate":44.100,"units":37,"tiny":0.0005,"items":[-1.5]}'
+
+    def test_round_trips_exactly_through_the_decoder(self) -> None:
+        body = {"a": 'x\u00e9"', "b": [1, True, None, (Decimal("0.125"),)], "c": {}}
+        assert decode_json(encode_json(body)) == {"a": 'x\u00e9"', "b": [1, True, None, [Decimal("0.125")]], "c": {}}
+
+    @pytest.mark.parametrize("value", [1.5, Decimal("NaN"), Decimal("Infinity"), {1: "x"}, {"x": object()}])
+    def test_refuses_what_is_not_exact_json(self, value: Any) -> None:
+        with pytest.raises((TypeError, ValueError)):
+            encode_json(value)

@@ -5,6 +5,7 @@ channel.py    ApiChannel: builds requests carrying the timeout, sends them on th
               from errors, classifies with the platform's `classify`, reaches the tenant's one_slot
 failures.py   transport_failure, status_failure, protocol_error, parse_retry_after, outcome_of, and
               the small readers a classify needs (header, html_detail, clip)
+bodies.py     encode_json: request bodies with Decimals written as exact JSON numbers
 replies.py    decode_json (money as Decimal), decode_success, success_payload, parse_model,
               describe_validation_error, NOT_DECODED / NO_BODY
 
@@ -28,6 +29,7 @@ A platform client only builds requests, calls the channel and keeps its own erro
 errors, it does not raise them; see `orchestrator/adapters/providers/imis/errors.py`.)
 """
 
+from orchestrator.adapters.providers.http.bodies import encode_json
 from orchestrator.adapters.providers.http.channel import ApiChannel, Classifier, Parser, Stopwatch
 from orchestrator.adapters.providers.http.failures import (
     SETTLE_BY_READING,
@@ -62,6 +64,7 @@ __all__ = [
     "decode_json",
     "decode_success",
     "describe_validation_error",
+    "encode_json",
     "header",
     "html_detail",
     "outcome_of",
