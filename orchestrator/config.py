@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     stall_after_seconds: PositiveFloat = 1800.0
 
     flower_basic_auth: SecretStr | None = Field(None, description="user:password; Flower refuses to start without")
+    web_basic_auth: SecretStr | None = Field(None, description="user:password; `rebill web` refuses to start without")
 
     # Scheduled runs and monitoring.
     schedule_file: Path | None = Field(None, description="TOML file of scheduled runs per billing cycle")

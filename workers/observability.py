@@ -44,7 +44,7 @@ _installed = False
 
 
 def secrets_of(settings: Settings) -> tuple[str | None, ...]:
-    values = [settings.imis_password, settings.flower_basic_auth]
+    values = [settings.imis_password, settings.flower_basic_auth, settings.web_basic_auth]
     return tuple(value.get_secret_value() if value is not None else None for value in values)
 
 
