@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, and_, cast, desc, func, or_, select
+from sqlalchemy import Connection, Engine, Integer, cast, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow, StatusEventRow
@@ -121,11 +121,7 @@ class SqlRunViews:
             if row is None:
                 return None
             progress = self._progress(conn, row)
-            calls = conn.execute(
-                select(ApiCallRow.operation, ApiCallRow.outcome, func.count())
-                .where(ApiCallRow.run_id == run_id)
-                .group_by(ApiCallRow.operation, ApiCallRow.outcome)
-            ).all()
+            activity, calls = self._activity(conn, run_id, row.created_at, row.finished_at)
             run_failures = conn.execute(
                 select(*_CALL_COLUMNS)
                 .where(ApiCallRow.run_id == run_id, ApiCallRow.item_id.is_(None), ApiCallRow.outcome != "ok")
@@ -140,8 +136,8 @@ class SqlRunViews:
                 steps=self._steps(conn, run_id),
                 failures=self._failures(conn, run_id),
                 run_failures=tuple(_call(call) for call in run_failures),
-                calls={(operation, outcome): count for operation, outcome, count in calls},
-                activity=self._activity(conn, run_id, row.created_at, row.finished_at),
+                calls=calls,
+                activity=activity,
             )
 
     def progress(self, run_id: str) -> Progress | None:
@@ -291,29 +287,35 @@ class SqlRunViews:
         return tuple(_step(*row) for row in rows)
 
     def _failures(self, conn: Connection, run_id: str) -> tuple[FailureGroup, ...]:
-        failed = and_(ItemRow.run_id == run_id, ItemRow.state == ItemState.FAILED.value)
-        groups = conn.execute(
-            select(ItemRow.reason, func.count(), func.min(ItemRow.id))
-            .where(failed)
-            .group_by(ItemRow.reason)
-            .order_by(desc(func.count()), ItemRow.reason)
-            .limit(_MAX_FAILURE_GROUPS)
-        ).all()
+        """Failed invoices grouped by their reason with the invoice's own id and party taken out (a
+        platform's message usually names the invoice), largest group first."""
+        groups: dict[str, tuple[list[int], list[Decimal]]] = {}
+        rows = conn.execution_options(yield_per=2000).execute(
+            select(
+                ItemRow.id, ItemRow.invoice_id, ItemRow.invoice_number, ItemRow.party_id, ItemRow.reason, ItemRow.amount
+            )
+            .where(ItemRow.run_id == run_id, ItemRow.state == ItemState.FAILED.value)
+            .order_by(ItemRow.id)
+        )
+        for item_id, invoice_id, number, party_id, reason, amount in rows:
+            ids, amounts = groups.setdefault(_generic(reason, invoice_id, number, party_id), ([], []))
+            ids.append(item_id)
+            amounts.append(amount)
+        largest = sorted(groups.items(), key=lambda group: (-len(group[1][0]), group[0]))[:_MAX_FAILURE_GROUPS]
         result = []
-        for reason, count, example_id in groups:
-            example = conn.execute(select(ItemRow.invoice_id, ItemRow.last_error).where(ItemRow.id == example_id)).one()
+        for reason, (ids, amounts) in largest:
+            example = conn.execute(select(ItemRow.invoice_id, ItemRow.last_error).where(ItemRow.id == ids[0])).one()
             call = conn.execute(
                 select(*_CALL_COLUMNS)
-                .where(ApiCallRow.run_id == run_id, ApiCallRow.item_id == example_id, ApiCallRow.outcome != "ok")
+                .where(ApiCallRow.run_id == run_id, ApiCallRow.item_id == ids[0], ApiCallRow.outcome != "ok")
                 .order_by(ApiCallRow.started_at.desc(), ApiCallRow.id.desc())
                 .limit(1)
             ).one_or_none()
-            amount = self._amount(conn, and_(failed, _same(ItemRow.reason, reason)))
             result.append(
                 FailureGroup(
-                    reason=reason or "failed (no reason recorded)",
-                    count=count,
-                    amount=amount,
+                    reason=reason,
+                    count=len(ids),
+                    amount=sum(amounts, ZERO),
                     example_invoice=example.invoice_id,
                     example_error=example.last_error,
                     example_call=_call(call) if call is not None else None,
@@ -321,50 +323,42 @@ class SqlRunViews:
             )
         return tuple(result)
 
-    def _amount(self, conn: Connection, where: ColumnElement[bool]) -> Decimal:
-        if self._postgres:
-            return Decimal(conn.execute(select(func.sum(ItemRow.amount)).where(where)).scalar_one() or 0)
-        rows = conn.execute(select(ItemRow.amount, func.count()).where(where).group_by(ItemRow.amount)).all()
-        return sum((amount * count for amount, count in rows), ZERO)
-
-    def _activity(self, conn: Connection, run_id: str, start: datetime, finished: datetime | None) -> Activity:
+    def _activity(
+        self, conn: Connection, run_id: str, start: datetime, finished: datetime | None
+    ) -> tuple[Activity, dict[tuple[str, str], int]]:
+        """The chart's buckets, and the run's calls by (operation, outcome) from the same single pass
+        over its calls (the run's largest table)."""
         end = finished or self._clock()
         span = max(1.0, (end - start).total_seconds())
         width = next((step for step in _BUCKET_STEPS if span / step <= _MAX_BUCKETS), _BUCKET_STEPS[-1])
+        count = int(span // width) + 1
+        settled_in, reversed_in, calls_in, busy_in = [0] * count, [0] * count, [0] * count, [0.0] * count
         settled = self._bucket(ItemRow.updated_at, start, width)
-        items = conn.execute(
+        for bucket, state, n in conn.execute(
             select(settled, ItemRow.state, func.count())
             .where(ItemRow.run_id == run_id, ItemRow.state.in_(_TERMINAL))
             .group_by(settled, ItemRow.state)
-        ).all()
-        started = self._bucket(ApiCallRow.started_at, start, width)
-        calls = conn.execute(
-            select(started, func.count(), func.sum(ApiCallRow.latency_ms))
-            .where(ApiCallRow.run_id == run_id)
-            .group_by(started)
-        ).all()
-        count = int(span // width) + 1
-        settled_in = [0] * count
-        reversed_in = [0] * count
-        calls_in = [0] * count
-        busy_in = [0.0] * count
-        for bucket, state, n in items:
+        ):
             index = min(max(int(bucket), 0), count - 1)
             settled_in[index] += n
             if state == ItemState.REVERSED.value:
                 reversed_in[index] += n
-        for bucket, n, busy in calls:
+        by_call: dict[tuple[str, str], int] = {}
+        started = self._bucket(ApiCallRow.started_at, start, width)
+        for bucket, operation, outcome, n, busy in conn.execute(
+            select(started, ApiCallRow.operation, ApiCallRow.outcome, func.count(), func.sum(ApiCallRow.latency_ms))
+            .where(ApiCallRow.run_id == run_id)
+            .group_by(started, ApiCallRow.operation, ApiCallRow.outcome)
+        ):
             index = min(max(int(bucket), 0), count - 1)
             calls_in[index] += n
             busy_in[index] += float(busy or 0)
-        return Activity(
-            start=start,
-            bucket_seconds=float(width),
-            buckets=tuple(
-                ActivityBucket(i * float(width), settled_in[i], reversed_in[i], calls_in[i], busy_in[i])
-                for i in range(count)
-            ),
+            by_call[(operation, outcome)] = by_call.get((operation, outcome), 0) + n
+        buckets = tuple(
+            ActivityBucket(i * float(width), settled_in[i], reversed_in[i], calls_in[i], busy_in[i])
+            for i in range(count)
         )
+        return Activity(start=start, bucket_seconds=float(width), buckets=buckets), by_call
 
     def _bucket(self, column: Any, start: datetime, width: int) -> ColumnElement[Any]:
         """The index of `width`-second bucket a timestamp falls in, counted from `start`."""
@@ -375,9 +369,13 @@ class SqlRunViews:
         return cast(seconds / width, Integer)
 
 
-def _same(column: Any, value: Any) -> ColumnElement[bool]:
-    matches: ColumnElement[bool] = column.is_(None) if value is None else column == value
-    return matches
+def _generic(reason: str | None, invoice_id: str, number: int | None, party_id: str | None) -> str:
+    """The reason as it reads for every invoice: this invoice's id, number and party replaced."""
+    text = reason or "failed (no reason recorded)"
+    for value, placeholder in ((invoice_id, "{invoice}"), (number, "{invoice}"), (party_id, "{party}")):
+        if value is not None and len(str(value)) >= 3:
+            text = text.replace(str(value), placeholder)
+    return text
 
 
 def _headline(row: Any, outcomes: Outcomes) -> RunHeadline:

@@ -16,7 +16,7 @@ from orchestrator.services.views import Activity
 
 __all__ = ["activity_svg"]
 
-_WIDTH, _PANEL, _GAP, _LEFT, _RIGHT, _TOP, _BOTTOM = 760, 110, 34, 52, 16, 20, 26
+_WIDTH, _PANEL, _GAP, _LEFT, _RIGHT, _TOP, _BOTTOM = 760, 110, 34, 52, 16, 20, 44
 
 
 def activity_svg(activity: Activity, *, cap: int | None) -> Markup:
@@ -33,7 +33,7 @@ def activity_svg(activity: Activity, *, cap: int | None) -> Markup:
     top2 = _TOP + _PANEL + _GAP
     height = top2 + _PANEL + _BOTTOM
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="activity-chart" viewBox="0 0 {_WIDTH} {height}" '
+        f'<svg class="chart" id="activity-chart" viewBox="0 0 {_WIDTH} {height}" '
         f'role="img" aria-label="Invoices reversed per second and calls in flight against the tenant cap">',
         _axis(_TOP, rate_top, "reversed / s"),
         _axis(top2, inflight_top, "calls in flight"),
@@ -64,13 +64,10 @@ def activity_svg(activity: Activity, *, cap: int | None) -> Markup:
     for fraction in (0, 0.25, 0.5, 0.75, 1):
         x = _LEFT + plot * fraction
         parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{height - 8}" text-anchor="middle">+{_clock(span * fraction)}</text>'
+            f'<text class="tick" x="{x:.1f}" y="{height - 26}" text-anchor="middle">+{_clock(span * fraction)}</text>'
         )
     start = activity.start.strftime("%Y-%m-%d %H:%M:%S UTC")
-    parts.append(
-        f'<text class="tick" x="{_LEFT}" y="{height - 8 + 0}" dy="-14">from {start}, '
-        f"{_clock(width)} per bar</text></svg>"
-    )
+    parts.append(f'<text class="tick" x="{_LEFT}" y="{height - 6}">from {start}, {_clock(width)} per bar</text></svg>')
     return Markup("".join(parts))  # noqa: S704  # numbers we formatted, and labels passed through escape()
 
 

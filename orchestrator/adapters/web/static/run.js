@@ -90,7 +90,7 @@
   if (live) {
     var marker = document.getElementById("progress-live");
     if (marker) { marker.hidden = false; }
-    if (!last.final) { window.setTimeout(poll, POLL_MS); }
+    if (last.final) { text("progress-live", "· final"); } else { window.setTimeout(poll, POLL_MS); }
   }
 
   /* --- invoices -------------------------------------------------------------------------- */
