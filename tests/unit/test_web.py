@@ -128,7 +128,7 @@ class TestActivityChart:
             self.activity(ActivityBucket(0, 50, 50, 100, 40_000.0), ActivityBucket(10, 0, 0, 0, 0.0)), cap=8
         )
 
-        assert svg.count('class="bar"') == 1
+        assert svg.count('class="reversals"') == 1
         assert "50 reversed (5.0/s)" in svg
         assert "tenant cap 8" in svg
         assert "http" not in svg

@@ -1,8 +1,9 @@
 """The activity chart as inline SVG, drawn on the server: no script, no library, prints and saves as is.
 
 Two panels over the same time axis: invoices reversed per second (bars), and the mean number of
-calls in flight to the platform (a line) under the tenant's cap (a dashed line), so an operator
-sees whether the run used the room the platform gives it.
+calls open to the platform (a line) against the tenant's cap (a dashed line), so an operator sees
+whether the run used the room the platform gives it. A call's recorded latency includes any wait
+for a tenant slot, so a line at or above the cap means every slot was taken.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from markupsafe import Markup, escape
 from orchestrator.services.views import Activity
 
 __all__ = ["activity_svg"]
+
+_ANCHORS = {0: "start", 1: "end"}
 
 _WIDTH, _PANEL, _GAP, _LEFT, _RIGHT, _TOP, _BOTTOM = 760, 110, 34, 52, 16, 20, 44
 
@@ -36,7 +39,7 @@ def activity_svg(activity: Activity, *, cap: int | None) -> Markup:
         f'<svg class="chart" id="activity-chart" viewBox="0 0 {_WIDTH} {height}" '
         f'role="img" aria-label="Invoices reversed per second and calls in flight against the tenant cap">',
         _axis(_TOP, rate_top, "reversed / s"),
-        _axis(top2, inflight_top, "calls in flight"),
+        _axis(top2, inflight_top, "calls open (in flight, or waiting for a tenant slot)"),
     ]
     for index, (bucket, rate) in enumerate(zip(buckets, rates, strict=True)):
         if not bucket.reversed:
@@ -45,14 +48,17 @@ def activity_svg(activity: Activity, *, cap: int | None) -> Markup:
         x = _LEFT + index * step
         label = f"+{_clock(bucket.offset_seconds)}: {bucket.reversed} reversed ({rate:.1f}/s)"
         parts.append(
-            f'<rect class="bar" x="{x + step * 0.1:.1f}" y="{_TOP + _PANEL - bar:.1f}" '
+            f'<rect class="reversals" x="{x + step * 0.1:.1f}" y="{_TOP + _PANEL - bar:.1f}" '
             f'width="{max(step * 0.8, 1):.1f}" height="{bar:.1f}"><title>{escape(label)}</title></rect>'
         )
     points = " ".join(
         f"{_LEFT + (i + 0.5) * step:.1f},{top2 + _PANEL - _PANEL * value / inflight_top:.1f}"
         for i, value in enumerate(inflight)
     )
-    parts.append(f'<polyline class="inflight" points="{points}"><title>mean calls in flight</title></polyline>')
+    parts.append(
+        f'<polyline class="inflight" points="{points}">'
+        "<title>calls open on average: above the cap, the excess waited for a slot</title></polyline>"
+    )
     if cap:
         y = top2 + _PANEL - _PANEL * cap / inflight_top
         parts.append(
@@ -64,7 +70,8 @@ def activity_svg(activity: Activity, *, cap: int | None) -> Markup:
     for fraction in (0, 0.25, 0.5, 0.75, 1):
         x = _LEFT + plot * fraction
         parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{height - 26}" text-anchor="middle">+{_clock(span * fraction)}</text>'
+            f'<text class="tick" x="{x:.1f}" y="{height - 26}" text-anchor="{_ANCHORS.get(fraction, "middle")}">'
+            f"+{_clock(span * fraction)}</text>"
         )
     start = activity.start.strftime("%Y-%m-%d %H:%M:%S UTC")
     parts.append(f'<text class="tick" x="{_LEFT}" y="{height - 6}">from {start}, {_clock(width)} per bar</text></svg>')

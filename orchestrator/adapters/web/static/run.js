@@ -83,15 +83,10 @@
       .then(function (done) {
         tick += 1;
         if (!done) { window.setTimeout(poll, POLL_MS); }
-        else { text("progress-live", "· final"); }
       });
   }
   var tick = 1;
-  if (live) {
-    var marker = document.getElementById("progress-live");
-    if (marker) { marker.hidden = false; }
-    if (last.final) { text("progress-live", "· final"); } else { window.setTimeout(poll, POLL_MS); }
-  }
+  if (live && !last.final) { window.setTimeout(poll, POLL_MS); }
 
   /* --- invoices -------------------------------------------------------------------------- */
   var PAGE = 50;
