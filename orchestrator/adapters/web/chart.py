@@ -17,7 +17,7 @@ from orchestrator.services.views import Activity
 
 __all__ = ["activity_svg"]
 
-_ANCHORS = {0: "start", 1: "end"}
+_ANCHORS: dict[float, str] = {0.0: "start", 1.0: "end"}
 
 _WIDTH, _PANEL, _GAP, _LEFT, _RIGHT, _TOP, _BOTTOM = 760, 110, 34, 52, 16, 20, 44
 
