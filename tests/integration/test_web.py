@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import pytest
 
 from orchestrator.domain.run import RunState
 from tests.support.browser import chromium, full_page_screenshot, require_chromium, send_basic_auth
+from tests.support.polling import wait_until
 from tests.support.stack import Stack
 
 USER, PASSWORD = "operator", f"web-{uuid.uuid4().hex[:12]}"
@@ -128,17 +128,6 @@ def failed_money(stack: Stack, run_id: str) -> str:
     return f"{total:,.2f}"
 
 
-def wait_until(condition: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
 def text_of(driver: Any, css: str) -> str:
     return str(driver.find_element("css selector", css).text)
 
@@ -161,7 +150,7 @@ def search(driver: Any, text: str = "", outcome: str = "") -> list[str]:
     box.send_keys(text)
     Select(driver.find_element("css selector", "#invoice-search select[name=outcome]")).select_by_value(outcome)
     driver.find_element("css selector", "#invoice-search button").click()
-    wait_until(lambda: table_loaded(driver))
+    wait_until(lambda: table_loaded(driver), interval=0.1)
     return [
         row.find_elements("css selector", "td")[1].text
         for row in driver.find_elements("css selector", "#invoice-table tbody tr[data-item-id]")
@@ -186,7 +175,7 @@ def assert_failed_run_page(driver: Any, stack: Stack, runs: Runs) -> None:
     assert f"rebill cancel {runs.failed}" in actions
     assert [step.split()[0] for step in all_text(driver, "#timeline li")] == ["5"]
     assert "tenant cap 8" in driver.find_element("id", "activity-chart").get_attribute("innerHTML")
-    wait_until(lambda: table_loaded(driver))
+    wait_until(lambda: table_loaded(driver), interval=0.1)
     assert sorted(search(driver, outcome="FAILED")) == sorted([*runs.refused, runs.gave_up])
     assert search(driver, runs.gave_up) == [runs.gave_up]
     row = driver.find_element("css selector", "#invoice-table tbody tr[data-item-id]")
@@ -236,7 +225,7 @@ class TestRunPage:
         self, browser: Any, web: WebProcess, stack: Stack, runs: Runs, tmp_path: Path
     ) -> None:
         browser.get(f"{web.url}/runs/{runs.failed}")
-        wait_until(lambda: table_loaded(browser))
+        wait_until(lambda: table_loaded(browser), interval=0.1)
         shot = full_page_screenshot(browser, tmp_path / "run-page.png")
         print(f"screenshot of the run page: {shot}")
 
