@@ -295,6 +295,42 @@ class TestHtmlReport:
         assert resources == []
 
 
+@pytest.mark.slow
+def test_a_2000_invoice_run_in_the_view_and_the_report(
+    browser: Any, web: WebProcess, stack: Stack, tmp_path: Path
+) -> None:
+    billing = stack.seed(2000)
+    code, run_id = run_waiting(stack, "--billing-log", billing.original_key)
+    assert code == 0
+    rows = report_rows(stack, run_id)
+    reversed_money = f"{sum((Decimal(r['amount']) for r in rows if r['outcome'] == 'REVERSED'), Decimal(0)):,.2f}"
+    path = tmp_path / "report.html"
+    assert stack.cli("report", run_id, "--format", "html", "-o", str(path)).exit_code == 0
+
+    for address in (f"{web.url}/runs/{run_id}", path.as_uri()):
+        browser.get(address)
+        assert text_of(browser, "#run-state") == RunState.COMPLETED.value
+        assert text_of(browser, "#outcome-total") == "2,000"
+        assert text_of(browser, '[data-count="REVERSED"]') == f"{billing.open_count:,}"
+        assert text_of(browser, '[data-money="reversed"]') == reversed_money
+        assert text_of(browser, "#status-path") == "5 \u2192 1 \u2192 2"
+        assert browser.find_elements("id", "no-failures")
+        wait_until(lambda: table_loaded(browser), interval=0.1)
+        first_page = [
+            row.get_attribute("data-item-id")
+            for row in browser.find_elements("css selector", "#invoice-table tbody tr[data-item-id]")
+        ]
+        browser.execute_script("document.getElementById('invoice-table').dataset.loaded = 'false'")
+        browser.find_element("id", "page-next").click()
+        wait_until(lambda: table_loaded(browser), interval=0.1)
+        second_page = [
+            row.get_attribute("data-item-id")
+            for row in browser.find_elements("css selector", "#invoice-table tbody tr[data-item-id]")
+        ]
+        assert len(first_page) == len(second_page) == 50
+        assert int(second_page[0]) > int(first_page[-1])
+
+
 class TestAuth:
     def test_requests_without_the_right_credentials_are_refused(self, web: WebProcess, runs: Runs) -> None:
         for auth in (None, (USER, "wrong"), ("someone", PASSWORD)):
