@@ -110,7 +110,9 @@ class SqlRunViews:
 
     def resolve(self, run_id: str) -> str | None:
         with self._engine.connect() as conn:
-            found = conn.execute(select(RunRow.id).where(RunRow.id.startswith(run_id.strip())).limit(2)).all()
+            found = conn.execute(
+                select(RunRow.id).where(RunRow.id.startswith(run_id.strip(), autoescape=True)).limit(2)
+            ).all()
         return found[0][0] if len(found) == 1 else None
 
     # --- one run ---------------------------------------------------------------------------

@@ -200,9 +200,13 @@
     table.dataset.loaded = "true";
   }
 
+  var asked = 0;
   function load(q) {
+    /* Only the last query asked is shown: an earlier answer arriving late is dropped. */
+    var mine = ++asked;
     query = q;
-    return source.page(q).then(render, function () { text("page-info", "Could not load invoices."); });
+    return source.page(q).then(function (result) { if (mine === asked) { render(result); } },
+      function () { if (mine === asked) { text("page-info", "Could not load invoices."); } });
   }
 
   form.addEventListener("submit", function (event) {
