@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     stall_after_seconds: PositiveFloat = 1800.0
 
     flower_basic_auth: SecretStr | None = Field(None, description="user:password; Flower refuses to start without")
+    web_basic_auth: SecretStr | None = Field(None, description="user:password; `rebill web` refuses to start without")
 
     # Scheduled runs and monitoring.
     schedule_file: Path | None = Field(None, description="TOML file of scheduled runs per billing cycle")
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> tuple[str, ...]:
         """Every secret these settings hold, so logs and errors can redact it (defined once, here)."""
-        found = [self.flower_basic_auth]
+        found = [self.flower_basic_auth, self.web_basic_auth]
         for platform in self.providers.values():
             values = (getattr(platform, field) for field in type(platform).model_fields)
             found.extend(value for value in values if isinstance(value, SecretStr))

@@ -94,17 +94,6 @@ def http_get(url: str, *, auth: tuple[str, str] | None = None, timeout: float = 
         return error.code, error.read()
 
 
-def wait_until(check, *, timeout: float = 60, interval: float = 0.25, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached after {timeout} s")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="session", params=stack_backends())
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     directory: Path = tmp_path_factory.mktemp(f"ops-{request.param}")

@@ -9,7 +9,8 @@ import pytest
 from orchestrator.adapters.ledger.firings import SqlFiringLog
 from orchestrator.domain.run import RunState
 from orchestrator.services.ports import FiringOutcome, ScheduleFiring
-from tests.operations.conftest import Deployment, wait_until
+from tests.operations.conftest import Deployment
+from tests.support.polling import wait_until
 from tests.support.stack import assert_exactly_once
 
 

@@ -259,13 +259,26 @@ def cancel(state: CliState, run_id: str) -> None:
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @pass_state
 def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
-    """One line per invoice: id, number, party, amount, outcome, reason, the platform's references, attempts."""
+    """One line per invoice: id, number, party, amount, outcome, reason, the platform's references, attempts.
+    `html`: the run's web page as one self-contained file (charts, failures, every invoice and API call;
+    opens without a network)."""
     from orchestrator.entrypoints.cli.output import write_report
 
+    if fmt == "html":
+        from orchestrator.entrypoints.cli.web import write_html_report
+
+        if output is None:
+            write_html_report(state.container, run_id, sys.stdout)
+            return
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8") as handle:
+            write_html_report(state.container, run_id, handle)
+        click.echo(str(output))
+        return
     ctx = state.container.context
     found = runs.find_run(ctx, run_id)
     if output is None:
@@ -382,6 +395,27 @@ def metrics(state: CliState, address: str | None, port: int) -> None:
         address=address or container.settings.metrics_address,
         port=port,
         ready=lambda url: click.echo(f"serving metrics on {url}"),
+    )
+
+
+@cli.command()
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", type=click.IntRange(min=0, max=65535), default=8050, show_default=True, help="0: any free port."
+)
+@click.option("--insecure-local", is_flag=True, help="Serve without REBILL_WEB_BASIC_AUTH; only on 127.0.0.1 or ::1.")
+@pass_state
+def web(state: CliState, address: str, port: int, insecure_local: bool) -> None:
+    """The web view: runs, each run's progress, failures by reason, money and invoices. Read-only, from
+    the ledger alone (works while the broker is down), behind REBILL_WEB_BASIC_AUTH."""
+    from orchestrator.entrypoints.cli.web import run_web
+
+    run_web(
+        state.container,
+        address=address,
+        port=port,
+        insecure_local=insecure_local,
+        ready=lambda url: click.echo(f"serving the web view on {url}"),
     )
 
 

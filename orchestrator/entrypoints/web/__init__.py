@@ -1,0 +1,1 @@
+"""The web view of runs (`rebill web`) and the HTML report (`rebill report RUN --format html`)."""
