@@ -57,7 +57,7 @@ class WebProcess:
 def rebill_web(stack: Stack, *args: str, **env: str) -> Iterator[WebProcess]:
     """`rebill web --port 0 ARGS` in its own process, until the block ends."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.adapters.cli", "web", "--port", "0", *args],
+        [sys.executable, "-m", "orchestrator.entrypoints.cli", "web", "--port", "0", *args],
         env={**os.environ, **stack.env, "REBILL_BROKER_URL": UNREACHABLE_BROKER, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
