@@ -362,8 +362,10 @@ def simulate() -> None:
 
 def _mount_simulators() -> None:
     from simulators.imis.cli import imis
+    from simulators.salesforce.cli import salesforce
 
     simulate.add_command(imis)
+    simulate.add_command(salesforce)
 
 
 _mount_simulators()
