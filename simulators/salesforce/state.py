@@ -201,6 +201,8 @@ class GenerateJob:
     invoice_date: date
     #: Billing account -> its schedules still Processing in this job.
     pending: dict[str, list[BillingSchedule]]
+    #: Billing accounts whose new invoice will end in Error (decided when the call is taken).
+    failing: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,10 +366,11 @@ class SalesforceState:
         """Nothing runs in the background: the walks are applied on access."""
 
     def reset(self) -> None:
-        """Forget every entity, counter and query cursor (tokens, usage and fault settings are kept)."""
+        """Forget every entity, counter, query cursor and the API usage (tokens and fault settings are kept)."""
         with self.lock:
             self._init_entities()
             self.reset_counters()
+            self.set_usage(0)
 
     def reset_counters(self) -> None:
         with self.lock:
@@ -707,20 +710,18 @@ class SalesforceState:
                     "skipped": skipped,
                 }
             )
+            job.failing = {account for account, taken_here in job.pending.items() if self._ends_in_error(taken_here)}
             if job.pending:
                 self._later(self.faults.settings.generate_seconds, lambda: self._finish_generation(job))
             return job.request_identifier
 
     def _finish_generation(self, job: GenerateJob) -> None:
         for account_id in list(job.pending):
-            self._invoice_for(job, account_id)
+            self._invoice_for(job, account_id, error=account_id in job.failing)
 
-    def _invoice_for(self, job: GenerateJob, account_id: str, *, error: bool | None = None) -> Invoice | None:
-        """The one new invoice of a billing account in a job: a line per schedule of it still Processing.
-
-        It ends in `Error` (with its schedules) when `error` says so, or, when `error` is None, when a
-        schedule is listed in `error_schedules` or the `p_schedule_error` draw says so.
-        """
+    def _invoice_for(self, job: GenerateJob, account_id: str, *, error: bool) -> Invoice | None:
+        """The one new invoice of a billing account in a job: a line per schedule of it still Processing;
+        `Posted` (or `Draft`), or `Error` with its schedules when `error`."""
         schedules = [s for s in job.pending.pop(account_id, ()) if s.status == PROCESSING and s.job is job]
         if not schedules:
             return None
@@ -759,10 +760,6 @@ class SalesforceState:
             self._invoices_per_schedule[schedule.id] += 1
         _total(invoice)
         self.invoices[invoice.id] = invoice
-        if error is None:
-            error = self._ends_in_error(schedules)
-            if error:
-                self.faults.count("schedule_error")
         if error:
             invoice.status = ERROR
             for schedule in schedules:
@@ -772,10 +769,15 @@ class SalesforceState:
         return invoice
 
     def _ends_in_error(self, schedules: list[BillingSchedule]) -> bool:
+        """Whether one account's new invoice will end in Error: a schedule listed in `error_schedules`,
+        or the `p_schedule_error` draw."""
         settings = self.faults.settings
-        if any(s.id in settings.error_schedules for s in schedules):
-            return True
-        return settings.p_schedule_error > 0 and self._outcomes.random() < settings.p_schedule_error
+        fails = any(s.id in settings.error_schedules for s in schedules) or (
+            settings.p_schedule_error > 0 and self._outcomes.random() < settings.p_schedule_error
+        )
+        if fails:
+            self.faults.count("schedule_error")
+        return fails
 
     def _complete(self, invoice: Invoice) -> None:
         """A generated invoice reaches its asked status; its schedules are idle and billed again."""
