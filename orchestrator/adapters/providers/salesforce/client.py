@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
@@ -29,7 +28,14 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
-from orchestrator.adapters.providers.http import ApiChannel, Parser, parse_model, protocol_error
+from orchestrator.adapters.providers.http import (
+    ApiChannel,
+    BearerToken,
+    Parser,
+    parse_model,
+    protocol_error,
+    request_token,
+)
 from orchestrator.adapters.providers.salesforce.errors import LIMIT_INFO, PLATFORM, TOKEN_OPERATION, classify
 from orchestrator.adapters.providers.salesforce.soql import MAX_IN_VALUES, Query
 from orchestrator.adapters.providers.salesforce.wire import (
@@ -43,8 +49,7 @@ from orchestrator.adapters.providers.salesforce.wire import (
     WireModel,
     parse_limit_info,
 )
-from orchestrator.domain.billing import ApiCall, CallOutcome
-from orchestrator.domain.errors import ProviderError
+from orchestrator.domain.billing import ApiCall
 
 __all__ = ["DEFAULT_API_VERSION", "SalesforceClient"]
 
@@ -85,11 +90,9 @@ class SalesforceClient:
             timeout=timeout,
             classify=classify,
             observer=observer,
-            secrets=lambda: (self._client_secret, self._token),
+            secrets=lambda: (self._client_secret, self._token.secret),
         )
-        self._token_lock = threading.Lock()
-        self._token: pydantic.SecretStr | None = None
-        self._token_generation = 0
+        self._token = BearerToken(self._fetch_token)  # no lifetime is announced: renewed on a 401 only
         self._usage: ApiUsage | None = None
 
     def __repr__(self) -> str:
@@ -231,61 +234,36 @@ class SalesforceClient:
         json_body: Mapping[str, Any] | None = None,
         mutating: bool = False,
     ) -> M:
-        """One API call: bearer token, one exchange, the usage header read, classification, parsing; on a
-        first 401 the token is fetched again and the call repeated once."""
+        """One API call: bearer token, one exchange, the usage header read, classification, parsing (and
+        on a first 401, one new token and one repeat)."""
         content = None if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
-        for attempt in (1, 2):
-            token, generation = self._bearer()
-            headers = {**_HEADERS, "Authorization": f"Bearer {token}"}
-            if content is not None:
-                headers["Content-Type"] = "application/json"
-            request = self._channel.request(method, path, headers=headers, params=params, content=content)
-            response, watch = self._channel.send(operation, request, mutating=mutating)
-            usage = parse_limit_info(response.headers.get(LIMIT_INFO))
-            if usage is not None:
-                self._usage = usage
-            if response.status_code == 401 and attempt == 1:
-                self._channel.report(
-                    operation,
-                    watch,
-                    401,
-                    None,
-                    outcome=CallOutcome.TRANSIENT,
-                    note="session expired or invalid (HTTP 401); fetching a new token and repeating once",
-                )
-                self._invalidate_token(generation)
-                continue
-            return self._channel.settle(operation, response, watch, mutating=mutating, parse=parse)
-        raise AssertionError("unreachable: the second attempt always returns or raises")  # pragma: no cover
+        headers = dict(_HEADERS)
+        if content is not None:
+            headers["Content-Type"] = "application/json"
 
-    def _bearer(self) -> tuple[str, int]:
-        """The current token (fetched under the lock when there is none) and its generation."""
-        with self._token_lock:
-            if self._token is None:
-                self._fetch_token_locked()
-            assert self._token is not None
-            return self._token.get_secret_value(), self._token_generation
+        def build(authorization: Mapping[str, str]) -> httpx.Request:
+            return self._channel.request(
+                method, path, headers={**headers, **authorization}, params=params, content=content
+            )
 
-    def _invalidate_token(self, generation: int) -> None:
-        """Drop the token a 401 rejected, unless another thread already replaced it."""
-        with self._token_lock:
-            if self._token_generation == generation:
-                self._token = None
+        return self._token.call(
+            self._channel, operation, build, mutating=mutating, parse=parse, on_reply=self._read_usage
+        )
 
-    def _fetch_token_locked(self) -> None:
+    def _read_usage(self, response: httpx.Response) -> None:
+        usage = parse_limit_info(response.headers.get(LIMIT_INFO))
+        if usage is not None:
+            self._usage = usage
+
+    def _fetch_token(self) -> pydantic.SecretStr:
+        """A new token by the client-credentials grant (run under the token's lock)."""
         form = {
             "grant_type": "client_credentials",
             "client_id": self._client_id,
             "client_secret": self._client_secret.get_secret_value(),
         }
         request = self._channel.request("POST", "/services/oauth2/token", data=form, headers=_HEADERS)
-        try:
-            response, watch = self._channel.send(TOKEN_OPERATION, request, mutating=False)
-        except ProviderError as failure:
-            raise failure from None  # the request object holds the secret: do not chain it
-        token = self._channel.settle(TOKEN_OPERATION, response, watch, mutating=False, parse=_token)
-        self._token = token.access_token
-        self._token_generation += 1
+        return request_token(self._channel, TOKEN_OPERATION, request, parse=_token).access_token
 
 
 def _model(model: type[M], operation: str, *, mutating: bool = False) -> Parser[M]:

@@ -223,7 +223,7 @@ class TestSessionsAndSecrets:
             ("token", 200, CallOutcome.OK),
             ("void", 200, CallOutcome.OK),
         ]
-        assert "new token" in (calls[2].error or "")
+        assert "repeating once" in (calls[2].error or "")
 
     def test_a_second_401_is_permanent(self, client: SalesforceClient, org: FakeOrg) -> None:
         org.route("GET", f"{DATA}/query", lambda _: reply(401, [{"errorCode": "INVALID_SESSION_ID", "message": "no"}]))
