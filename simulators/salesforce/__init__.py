@@ -6,7 +6,7 @@ it never imports orchestrator code.
 
 from simulators.salesforce.app import SalesforceApp
 from simulators.salesforce.faults import SalesforceFaults
-from simulators.salesforce.server import SimulatorServer
+from simulators.salesforce.server import simulator_server
 from simulators.salesforce.state import SalesforceState, SeededRun
 
-__all__ = ["SalesforceApp", "SalesforceFaults", "SalesforceState", "SeededRun", "SimulatorServer"]
+__all__ = ["SalesforceApp", "SalesforceFaults", "SalesforceState", "SeededRun", "simulator_server"]

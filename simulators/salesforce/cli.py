@@ -12,9 +12,9 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from simulators.common.server import serve
+from simulators.common.server import SimulatorServer, serve
 from simulators.salesforce.faults import SalesforceFaults
-from simulators.salesforce.server import SimulatorServer
+from simulators.salesforce.server import simulator_server
 from simulators.salesforce.state import SalesforceState
 
 _PROBABILITY = click.FloatRange(0.0, 1.0)
@@ -77,7 +77,7 @@ def salesforce(**options: Any) -> None:
     state = SalesforceState(options["client_id"], options["client_secret"], faults, rng_seed=options["rng_seed"])
     seeded = state.seed_run(options["invoices"], options["seed"])
 
-    def ready(server: SimulatorServer) -> None:
+    def ready(server: SimulatorServer[SalesforceState]) -> None:
         click.echo(
             f"Salesforce simulator listening on {server.base_url} "
             f"({options['invoices']} invoices, seed {options['seed']}, client id {options['client_id']})"
@@ -85,4 +85,4 @@ def salesforce(**options: Any) -> None:
         click.echo(f"invoice batch run: {seeded.invoice_batch_run_id}")
         sys.stdout.flush()
 
-    serve(SimulatorServer(state, options["host"], options["port"], log_level=options["log_level"]), on_ready=ready)
+    serve(simulator_server(state, options["host"], options["port"], log_level=options["log_level"]), on_ready=ready)

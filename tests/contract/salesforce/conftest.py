@@ -15,8 +15,9 @@ from pydantic import SecretStr
 
 from orchestrator.adapters.providers.salesforce import SalesforceClient
 from orchestrator.domain.billing import ApiCall
+from simulators.common.server import SimulatorServer
 from simulators.salesforce.faults import SalesforceFaults
-from simulators.salesforce.server import SimulatorServer
+from simulators.salesforce.server import simulator_server
 from simulators.salesforce.state import SalesforceState, SeededRun
 from tests.simulators.salesforce.helpers import FakeClock
 
@@ -30,13 +31,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(scope="module")
-def server(clock: FakeClock) -> Iterator[SimulatorServer]:
-    with SimulatorServer(SalesforceState(CLIENT_ID, CLIENT_SECRET, clock=clock)) as running:
+def server(clock: FakeClock) -> Iterator[SimulatorServer[SalesforceState]]:
+    with simulator_server(SalesforceState(CLIENT_ID, CLIENT_SECRET, clock=clock)) as running:
         yield running
 
 
 @pytest.fixture
-def state(server: SimulatorServer, clock: FakeClock) -> Iterator[SalesforceState]:
+def state(server: SimulatorServer[SalesforceState], clock: FakeClock) -> Iterator[SalesforceState]:
     served = server.state
     clock.step = 0.0
     served.faults.replace(SalesforceFaults())
@@ -58,7 +59,9 @@ def calls() -> list[ApiCall]:
 
 
 @pytest.fixture
-def make_client(server: SimulatorServer, calls: list[ApiCall]) -> Iterator[Callable[..., SalesforceClient]]:
+def make_client(
+    server: SimulatorServer[SalesforceState], calls: list[ApiCall]
+) -> Iterator[Callable[..., SalesforceClient]]:
     """`make_client(**SalesforceClient options)`; every client reports to `calls`."""
     opened: list[httpx.HTTPTransport] = []
 

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from simulators.common.server import SimulatorServer
 from simulators.salesforce.faults import SalesforceFaults
-from simulators.salesforce.server import SimulatorServer
+from simulators.salesforce.server import simulator_server
 from simulators.salesforce.state import SalesforceState
 from tests.simulators.salesforce.helpers import CLIENT_ID, CLIENT_SECRET, INSTANT, FakeClock, get_token
 
@@ -30,13 +31,13 @@ def state(clock: FakeClock) -> SalesforceState:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(SalesforceState(CLIENT_ID, CLIENT_SECRET, INSTANT)) as running:
+def server() -> Iterator[SimulatorServer[SalesforceState]]:
+    with simulator_server(SalesforceState(CLIENT_ID, CLIENT_SECRET, INSTANT)) as running:
         yield running
 
 
 @pytest.fixture
-def sim(server: SimulatorServer) -> Iterator[SalesforceState]:
+def sim(server: SimulatorServer[SalesforceState]) -> Iterator[SalesforceState]:
     """The served state, emptied, with walks that finish at once, for one test."""
     served = server.state
     served.faults.replace(INSTANT)
@@ -46,14 +47,14 @@ def sim(server: SimulatorServer) -> Iterator[SalesforceState]:
 
 
 @pytest.fixture
-def admin(server: SimulatorServer, sim: SalesforceState) -> Iterator[httpx.Client]:
+def admin(server: SimulatorServer[SalesforceState], sim: SalesforceState) -> Iterator[httpx.Client]:
     """No credentials: the /_sim admin API needs none."""
     with httpx.Client(base_url=server.base_url, timeout=5.0, trust_env=False) as client:
         yield client
 
 
 @pytest.fixture
-def api(server: SimulatorServer, sim: SalesforceState) -> Iterator[httpx.Client]:
+def api(server: SimulatorServer[SalesforceState], sim: SalesforceState) -> Iterator[httpx.Client]:
     """An authenticated client of the served org, under /services/data/v62.0."""
     headers = {"Authorization": f"Bearer {get_token(server.base_url)}"}
     with httpx.Client(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from simulators.salesforce.server import SimulatorServer
+from simulators.common.server import SimulatorServer
 from simulators.salesforce.state import SalesforceState, SeededRun
 from tests.simulators.salesforce.helpers import CLIENT_ID, CLIENT_SECRET, GENERATE, RECOVER, VOID, generate_body
 
@@ -26,7 +26,7 @@ def error_code(response: httpx.Response) -> str:
 
 
 class TestToken:
-    def test_client_credentials_grant(self, server: SimulatorServer, sim: SalesforceState) -> None:
+    def test_client_credentials_grant(self, server: SimulatorServer[SalesforceState], sim: SalesforceState) -> None:
         response = httpx.post(
             f"{server.base_url}/services/oauth2/token",
             data={"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
@@ -48,7 +48,13 @@ class TestToken:
         ],
     )
     def test_refusals(
-        self, server: SimulatorServer, sim: SalesforceState, grant: str, client_id: str, secret: str, error: str
+        self,
+        server: SimulatorServer[SalesforceState],
+        sim: SalesforceState,
+        grant: str,
+        client_id: str,
+        secret: str,
+        error: str,
     ) -> None:
         form = {"grant_type": grant, "client_id": client_id, "client_secret": secret}
         response = httpx.post(f"{server.base_url}/services/oauth2/token", data=form)
@@ -56,7 +62,9 @@ class TestToken:
         assert response.json()["error"] == error
         assert response.json()["error_description"]
 
-    def test_token_calls_are_not_api_usage(self, server: SimulatorServer, sim: SalesforceState) -> None:
+    def test_token_calls_are_not_api_usage(
+        self, server: SimulatorServer[SalesforceState], sim: SalesforceState
+    ) -> None:
         for _ in range(3):
             httpx.post(f"{server.base_url}/services/oauth2/token", data={"grant_type": "client_credentials"})
         assert sim.usage().used == 0
@@ -64,7 +72,7 @@ class TestToken:
 
 class TestQuery:
     def test_pages_by_next_records_url(
-        self, server: SimulatorServer, api: httpx.Client, sim: SalesforceState, run: SeededRun
+        self, server: SimulatorServer[SalesforceState], api: httpx.Client, sim: SalesforceState, run: SeededRun
     ) -> None:
         sim.faults.update(page_size=12)
         soql = f"SELECT Id, Status, Balance FROM Invoice WHERE InvoiceBatchRunId = '{run.invoice_batch_run_id}'"
@@ -103,7 +111,12 @@ class TestQuery:
         assert error_code(response) == code
 
     def test_expired_locator(
-        self, server: SimulatorServer, api: httpx.Client, sim: SalesforceState, admin: httpx.Client, run: SeededRun
+        self,
+        server: SimulatorServer[SalesforceState],
+        api: httpx.Client,
+        sim: SalesforceState,
+        admin: httpx.Client,
+        run: SeededRun,
     ) -> None:
         sim.faults.update(page_size=5)
         body = api.get("/query", params={"q": "SELECT Id FROM Invoice"}).json()
@@ -112,7 +125,9 @@ class TestQuery:
         assert (response.status_code, error_code(response)) == (400, "INVALID_QUERY_LOCATOR")
 
     @pytest.mark.parametrize("version", ["v62.0", "v63.0", "v65.0", "v100.0"])
-    def test_any_version_from_62(self, server: SimulatorServer, api: httpx.Client, version: str) -> None:
+    def test_any_version_from_62(
+        self, server: SimulatorServer[SalesforceState], api: httpx.Client, version: str
+    ) -> None:
         response = api.get(
             f"{server.base_url}/services/data/{version}/query", params={"q": "SELECT COUNT() FROM Invoice"}
         )
@@ -120,7 +135,7 @@ class TestQuery:
 
     @pytest.mark.parametrize("version", ["v61.0", "v62", "62.0", "latest"])
     def test_older_or_odd_versions_are_not_found(
-        self, server: SimulatorServer, api: httpx.Client, version: str
+        self, server: SimulatorServer[SalesforceState], api: httpx.Client, version: str
     ) -> None:
         response = api.get(f"{server.base_url}/services/data/{version}/query", params={"q": "SELECT Id FROM Invoice"})
         assert (response.status_code, error_code(response)) == (404, "NOT_FOUND")

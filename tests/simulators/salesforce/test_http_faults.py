@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from simulators.salesforce.server import SimulatorServer
+from simulators.common.server import SimulatorServer
 from simulators.salesforce.state import SalesforceState, SeededRun
 from tests.simulators.salesforce.helpers import GENERATE, RECOVER, VOID, generate_body, get_token
 
@@ -89,7 +89,7 @@ class TestPaceAndSessions:
         assert {r.status_code for r in statuses} == {200}
         assert sim.counters()["peak_concurrency"] >= 2
 
-    def test_a_session_ends_after_its_ttl(self, server: SimulatorServer, sim: SalesforceState) -> None:
+    def test_a_session_ends_after_its_ttl(self, server: SimulatorServer[SalesforceState], sim: SalesforceState) -> None:
         sim.faults.update(token_ttl_seconds=0.2)
         headers = {"Authorization": f"Bearer {get_token(server.base_url)}"}
         url = f"{server.base_url}/services/data/v62.0/query"
