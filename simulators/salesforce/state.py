@@ -347,6 +347,17 @@ class SalesforceState:
         self.lines: dict[str, InvoiceLine] = {}
         self.schedules: dict[str, BillingSchedule] = {}
         self._by_schedule: dict[str, list[Invoice]] = {}
+        # Indexes of the id fields queries filter on, by (object, field): value -> records.
+        self._indexes: dict[tuple[str, str], dict[str | None, list[Any]]] = {
+            key: {}
+            for key in (
+                ("Invoice", "InvoiceBatchRunId"),
+                ("Invoice", "BillingAccountId"),
+                ("InvoiceLine", "InvoiceId"),
+                ("InvoiceLine", "BillingScheduleId"),
+                ("BillingSchedule", "BillingAccountId"),
+            )
+        }
         self._due: list[tuple[float, int, Callable[[], None]]] = []
         self._cursors: dict[str, _Cursor] = {}
 
@@ -522,7 +533,7 @@ class SalesforceState:
         query = _parse(text)
         with self.lock:
             self.advance()
-            matched = query.run(self._records(query.object.name))
+            matched = query.run(self._primary(query.object.name).values(), self._seeker(query.object.name))
             if query.count:
                 return QueryPage(len(matched), [], None)
             sobjects = f"{url_prefix}/sobjects/{query.object.name}"
@@ -565,12 +576,36 @@ class SalesforceState:
         for cursor_id in [c for c, cursor in self._cursors.items() if cursor.last_used < oldest]:
             del self._cursors[cursor_id]
 
-    def _records(self, object_name: str) -> Iterable[Any]:
+    def _primary(self, object_name: str) -> dict[str, Any]:
+        """An object's records by Id."""
         if object_name == "Invoice":
-            return self.invoices.values()
+            return self.invoices
         if object_name == "InvoiceLine":
-            return self.lines.values()
-        return self.schedules.values()
+            return self.lines
+        return self.schedules
+
+    def _seeker(self, object_name: str) -> soql.Seek:
+        primary = self._primary(object_name)
+
+        def seek(name: str, values: tuple[str, ...]) -> Iterable[Any] | None:
+            if name == "Id":
+                return [primary[v] for v in values if v in primary]
+            index = self._indexes.get((object_name, name))
+            if index is None:
+                return None
+            return [record for v in values for record in index.get(v, ())]
+
+        return seek
+
+    def _index(self, object_name: str, record: Any, **fields: str | None) -> None:
+        for name, value in fields.items():
+            self._indexes[(object_name, name)].setdefault(value, []).append(record)
+
+    def _add_invoice(self, invoice: Invoice) -> None:
+        self.invoices[invoice.id] = invoice
+        self._index(
+            "Invoice", invoice, InvoiceBatchRunId=invoice.batch_run_id, BillingAccountId=invoice.billing_account_id
+        )
 
     # ---------------------------------------------------------------- reads for tests and the admin API
 
@@ -759,7 +794,7 @@ class SalesforceState:
             self._add_line(invoice, line)
             self._invoices_per_schedule[schedule.id] += 1
         _total(invoice)
-        self.invoices[invoice.id] = invoice
+        self._add_invoice(invoice)
         if error:
             invoice.status = ERROR
             for schedule in schedules:
@@ -929,6 +964,7 @@ class SalesforceState:
     def _add_schedule(self, account: str, rng: random.Random) -> BillingSchedule:
         schedule = BillingSchedule(self._new_id(_SCHEDULE, rng), account)
         self.schedules[schedule.id] = schedule
+        self._index("BillingSchedule", schedule, BillingAccountId=account)
         return schedule
 
     def _seed_invoice(
@@ -964,12 +1000,13 @@ class SalesforceState:
             self._add_line(invoice, line)
             schedule.billed_amount += amount
         _total(invoice)
-        self.invoices[invoice.id] = invoice
+        self._add_invoice(invoice)
         return invoice
 
     def _add_line(self, invoice: Invoice, line: InvoiceLine) -> None:
         invoice.lines.append(line)
         self.lines[line.id] = line
+        self._index("InvoiceLine", line, InvoiceId=line.invoice_id, BillingScheduleId=line.schedule_id)
         self._by_schedule.setdefault(line.schedule_id, []).append(invoice)
 
     @staticmethod

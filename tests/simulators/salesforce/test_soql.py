@@ -89,6 +89,26 @@ class TestAccepted:
     def test_without_order_by_every_match_comes_once(self) -> None:
         assert sorted(ids(BASE)) == sorted(row.id for row in ROWS)
 
+    def test_an_index_narrows_the_records_but_never_the_answer(self) -> None:
+        by_id = {row.id: row for row in ROWS}
+        asked: list[tuple[str, tuple[str, ...]]] = []
+
+        def seek(field: str, values: tuple[str, ...]) -> list[SimpleNamespace] | None:
+            asked.append((field, values))
+            return [by_id[v] for v in values if v in by_id] if field == "Id" else None
+
+        query = soql.parse(
+            f"{BASE} WHERE Status != 'Voided' AND Id IN ('3tt5g000000000CAAA', '3tt5g000000000BAAA', "
+            "'3tt5g000000000CAAA', '3tt5g000000000AAAA') ORDER BY Id"
+        )
+        assert [r.id for r in query.run(ROWS, seek)] == ["3tt5g000000000BAAA", "3tt5g000000000CAAA"]
+        assert [r.id for r in query.run(ROWS)] == ["3tt5g000000000BAAA", "3tt5g000000000CAAA"]
+        assert asked == [
+            ("Id", ("3tt5g000000000CAAA", "3tt5g000000000BAAA", "3tt5g000000000CAAA", "3tt5g000000000AAAA"))
+        ]
+        unindexed = soql.parse(f"{BASE} WHERE InvoiceBatchRunId = '7Bk5g00000000aAAAA'")
+        assert len(unindexed.run(ROWS, seek)) == 2  # no index on that field here: every record is read
+
     def test_count_and_its_limit(self) -> None:
         query = soql.parse("SELECT COUNT() FROM Invoice WHERE Status != 'Voided' LIMIT 2")
         assert query.count
