@@ -53,6 +53,13 @@ _PROBABILITY = click.FloatRange(0.0, 1.0)
     "--schedule-error", type=_PROBABILITY, default=0.0, show_default=True, help="Generated invoices in Error."
 )
 @click.option("--recover-error", type=_PROBABILITY, default=0.0, show_default=True, help="Recoveries that fail.")
+@click.option(
+    "--fault-operation",
+    "fault_operations",
+    multiple=True,
+    type=click.Choice(["token", "query", "query.more", "void", "generate", "recover"]),
+    help="Draw the 403/500/503/lost-reply faults for this operation only (repeatable; default: every API call).",
+)
 @click.option("--log-level", default="warning", show_default=True)
 def salesforce(**options: Any) -> None:
     """Serve a simulated Salesforce org (Revenue Cloud Billing) with one seeded invoice batch run."""
@@ -71,6 +78,7 @@ def salesforce(**options: Any) -> None:
             daily_allocation=options["daily_allocation"],
             p_schedule_error=options["schedule_error"],
             p_recover_error=options["recover_error"],
+            fault_operations=frozenset(options["fault_operations"]) or None,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
