@@ -346,7 +346,6 @@ class SalesforceState:
         self.invoices: dict[str, Invoice] = {}
         self.lines: dict[str, InvoiceLine] = {}
         self.schedules: dict[str, BillingSchedule] = {}
-        self._by_schedule: dict[str, list[Invoice]] = {}
         # Indexes of the id fields queries filter on, by (object, field): value -> records.
         self._indexes: dict[tuple[str, str], dict[str | None, list[Any]]] = {
             key: {}
@@ -601,6 +600,11 @@ class SalesforceState:
         for name, value in fields.items():
             self._indexes[(object_name, name)].setdefault(value, []).append(record)
 
+    def _invoices_on(self, schedule_id: str) -> list[Invoice]:
+        """The invoices with a line on a schedule, oldest first."""
+        lines = self._indexes[("InvoiceLine", "BillingScheduleId")].get(schedule_id, ())
+        return [self.invoices[line.invoice_id] for line in lines]
+
     def _add_invoice(self, invoice: Invoice) -> None:
         self.invoices[invoice.id] = invoice
         self._index(
@@ -628,7 +632,7 @@ class SalesforceState:
     def invoices_on_schedule(self, schedule_id: str) -> list[Invoice]:
         with self.lock:
             self.advance()
-            return list(self._by_schedule.get(schedule_id, ()))
+            return self._invoices_on(schedule_id)
 
     def apply_payment(self, invoice_id: str, amount: Decimal) -> Invoice:
         """A payment applied to a posted invoice (as someone in the org could, between plan and void)."""
@@ -669,7 +673,7 @@ class SalesforceState:
             return "The balance and total amount on the invoice must be equal. Unapply payments and credits first."
         posted = invoice.posted_date
         for line in invoice.lines:
-            for other in self._by_schedule.get(line.schedule_id, ()):
+            for other in self._invoices_on(line.schedule_id):
                 if (
                     other is not invoice
                     and other.status in (POSTED, VOID_IN_PROGRESS)
@@ -875,7 +879,7 @@ class SalesforceState:
             return result
 
     def _latest_in_error(self, schedule_id: str) -> Invoice | None:
-        candidates = [i for i in self._by_schedule.get(schedule_id, ()) if i.generated_as is not None]
+        candidates = [i for i in self._invoices_on(schedule_id) if i.generated_as is not None]
         if not candidates:
             return None
         latest = max(candidates, key=lambda invoice: invoice.seq)
@@ -1007,7 +1011,6 @@ class SalesforceState:
         invoice.lines.append(line)
         self.lines[line.id] = line
         self._index("InvoiceLine", line, InvoiceId=line.invoice_id, BillingScheduleId=line.schedule_id)
-        self._by_schedule.setdefault(line.schedule_id, []).append(invoice)
 
     @staticmethod
     def _pay(invoice: Invoice, amount: Decimal) -> None:
