@@ -10,8 +10,8 @@
   is `ProviderAuthError`. That is the only repeat here: backoff belongs to the orchestrator.
 - Every reply's `Sforce-Limit-Info: api-usage=N/M` is read; `usage` is the latest seen, for the
   run to pause at a share of the allocation before Salesforce refuses (`errors.AllocationExhausted`).
-- Calls go to `base_url` only: the token's `instance_url` is not followed, and neither is a
-  `nextRecordsUrl` that leaves `/services/data/`.
+- Calls go to `base_url` only: the token's `instance_url` is not followed, and a `nextRecordsUrl`
+  is followed only when it is a query locator (`/services/data/vXX.X/query/<locator>`).
 - The client secret and the token never appear in a repr, a log line, an error or an ApiCall.
 """
 
@@ -60,6 +60,8 @@ M = TypeVar("M", bound=WireModel)
 
 _HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate", "User-Agent": "rebill"}
 _VERSION = re.compile(r"v\d+\.\d+")
+#: What a `nextRecordsUrl` may be: a query locator of this org's API, nothing else.
+_NEXT_RECORDS = re.compile(r"/services/data/v\d+\.\d+/query/[A-Za-z0-9]+-\d+")
 
 
 class SalesforceClient:
@@ -153,12 +155,12 @@ class SalesforceClient:
         path = next_records_url
         if path.startswith(self.base_url):
             path = path[len(self.base_url) :]
-        if not path.startswith("/services/data/"):
+        if not _NEXT_RECORDS.fullmatch(path):
             raise protocol_error(
                 "query.more",
                 platform=PLATFORM,
                 mutating=False,
-                what=f"a nextRecordsUrl outside /services/data/ ({path[:100]!r}) is not followed",
+                what=f"a nextRecordsUrl that is not a query locator ({path[:100]!r}) is not followed",
             )
         return self._call("query.more", "GET", path, parse=_model(model, "query.more"))
 

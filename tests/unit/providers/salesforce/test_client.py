@@ -192,7 +192,16 @@ class TestPaging:
         pages = list(client.query(select(INVOICE, "Id"), resume_from=f"{DATA}/query/01g-2"))
         assert [[r.Id for r in p.records] for p in pages] == [["c"]]
 
-    @pytest.mark.parametrize("next_url", ["https://evil.example/services/data/v62.0/query/01g-1", "/elsewhere/01g-1"])
+    @pytest.mark.parametrize(
+        "next_url",
+        [
+            "https://evil.example/services/data/v62.0/query/01g-1",
+            "/elsewhere/01g-1",
+            "/services/data/v62.0/query/../../oauth2/token",
+            "/services/data/v62.0/sobjects/Invoice/3tt",
+            "/services/data/v62.0/query/01g-1?q=x",
+        ],
+    )
     def test_never_follows_a_url_out_of_the_api(self, client: SalesforceClient, org: FakeOrg, next_url: str) -> None:
         org.route("GET", f"{DATA}/query", reply(200, page([{"Id": "a"}], next_url)))
         pages = client.query(select(INVOICE, "Id"))
