@@ -437,8 +437,9 @@ def _mount_simulators() -> None:
     from simulators.aria.cli import aria
     from simulators.energycap.cli import energycap
     from simulators.imis.cli import imis
+    from simulators.salesforce.cli import salesforce
 
-    for command in (imis, aria, energycap):
+    for command in (imis, aria, salesforce, energycap):
         simulate.add_command(command)
 
 

@@ -8,6 +8,9 @@ failures.py   transport_failure, status_failure, protocol_error, parse_retry_aft
 bodies.py     encode_json: request bodies with Decimals written as exact JSON numbers
 replies.py    decode_json (money as Decimal), decode_success, success_payload, parse_model,
               describe_validation_error, NOT_DECODED / NO_BODY
+bearer.py     BearerToken: a token shared by a client's threads, fetched under a lock when missing or
+              due, and the one new token and repeat a 401 earns; request_token, which never chains
+              the credentials' request to an error
 
 A platform client only builds requests, calls the channel and keeps its own error table:
 
@@ -29,6 +32,7 @@ A platform client only builds requests, calls the channel and keeps its own erro
 errors, it does not raise them; see `orchestrator/adapters/providers/imis/errors.py`.)
 """
 
+from orchestrator.adapters.providers.http.bearer import BearerToken, request_token
 from orchestrator.adapters.providers.http.bodies import encode_json
 from orchestrator.adapters.providers.http.channel import ApiChannel, Classifier, Parser, Stopwatch
 from orchestrator.adapters.providers.http.failures import (
@@ -57,6 +61,7 @@ __all__ = [
     "NO_BODY",
     "SETTLE_BY_READING",
     "ApiChannel",
+    "BearerToken",
     "Classifier",
     "Parser",
     "Stopwatch",
@@ -71,6 +76,7 @@ __all__ = [
     "parse_model",
     "parse_retry_after",
     "protocol_error",
+    "request_token",
     "status_failure",
     "success_payload",
     "transport_failure",

@@ -5,10 +5,11 @@
   cookies kept once the tenant sets one, every exchange (`/token` included) reported to `observer`
   as an `ApiCall`, secrets scrubbed from errors. This module builds iMIS's requests and reads its
   replies.
-- One instance serves every worker thread of a process. The bearer token is fetched under a lock,
-  refreshed ahead of `expires_in - refresh_margin_seconds`, and on a 401 fetched again once and the
-  call repeated once; a second 401 is `ProviderAuthError`. That is the only repeat here: backoff for
-  transient faults belongs to the orchestrator (one retry layer per failure type).
+- One instance serves every worker thread of a process. The bearer token (`http.BearerToken`) is
+  fetched under a lock, refreshed ahead of `expires_in - refresh_margin_seconds`, and on a 401
+  fetched again once and the call repeated once; a second 401 is `ProviderAuthError`. That is the
+  only repeat here: backoff for transient faults belongs to the orchestrator (one retry layer per
+  failure type).
 - The password and the token never appear in a repr, a log line or an exception message.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
-from orchestrator.adapters.providers.http import NO_BODY, ApiChannel, Parser, parse_model
+from orchestrator.adapters.providers.http import NO_BODY, ApiChannel, BearerToken, Parser, parse_model, request_token
 from orchestrator.adapters.providers.imis import envelopes
 from orchestrator.adapters.providers.imis.errors import PLATFORM, classify, protocol_error
 from orchestrator.adapters.providers.imis.wire import (
@@ -39,8 +39,7 @@ from orchestrator.adapters.providers.imis.wire import (
     WireModel,
     unwrap,
 )
-from orchestrator.domain.billing import ApiCall, CallOutcome
-from orchestrator.domain.errors import ProviderError
+from orchestrator.domain.billing import ApiCall
 
 __all__ = ["DEFAULT_TOKEN_LIFETIME_SECONDS", "ImisClient", "next_page_offset"]
 
@@ -87,10 +86,8 @@ class ImisClient:
         self._refresh_margin = float(refresh_margin_seconds)
         self._clock = clock
         self._wrap_primitives = wrap_primitives
-        self._token_lock = threading.Lock()
-        self._token: pydantic.SecretStr | None = None
-        self._token_generation = 0
         self._refresh_at = 0.0
+        self._token = BearerToken(self._fetch_token, due=lambda: self._clock() >= self._refresh_at)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, username={self._username!r})"
@@ -380,26 +377,16 @@ class ImisClient:
         """One API call: bearer token, one exchange, classification, parsing; on a first 401 the token
         is fetched again and the call repeated once."""
         content = None if json_body is None else json.dumps(json_body, separators=(",", ":")).encode()
-        for attempt in (1, 2):
-            token, generation = self._bearer()
-            headers = {**_JSON_HEADERS, "Authorization": f"Bearer {token}"}
-            if content is not None:
-                headers["Content-Type"] = "application/json"
-            request = self._channel.request(method, path, params=params, content=content, headers=headers)
-            response, watch = self._channel.send(operation, request, mutating=mutating)
-            if response.status_code == 401 and attempt == 1:
-                self._channel.report(
-                    operation,
-                    watch,
-                    401,
-                    None,
-                    outcome=CallOutcome.TRANSIENT,
-                    note="token rejected (HTTP 401); fetching a new one and repeating once",
-                )
-                self._invalidate_token(generation)
-                continue
-            return self._channel.settle(operation, response, watch, mutating=mutating, parse=parse)
-        raise AssertionError("unreachable: the second attempt always returns or raises")  # pragma: no cover
+        headers = dict(_JSON_HEADERS)
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+
+        def build(authorization: Mapping[str, str]) -> httpx.Request:
+            return self._channel.request(
+                method, path, params=params, content=content, headers={**headers, **authorization}
+            )
+
+        return self._token.call(self._channel, operation, build, mutating=mutating, parse=parse)
 
     def one_slot(self) -> AbstractContextManager[None]:
         """This thread's calls inside share one of the tenant's slots, when the transport is limited."""
@@ -407,21 +394,8 @@ class ImisClient:
 
     # --- token -------------------------------------------------------------------------------------------
 
-    def _bearer(self) -> tuple[str, int]:
-        """The current token (fetched or refreshed under the lock when due) and its generation."""
-        with self._token_lock:
-            if self._token is None or self._clock() >= self._refresh_at:
-                self._fetch_token_locked()
-            assert self._token is not None
-            return self._token.get_secret_value(), self._token_generation
-
-    def _invalidate_token(self, generation: int) -> None:
-        """Drop the token a 401 rejected, unless another thread already replaced it."""
-        with self._token_lock:
-            if self._token_generation == generation:
-                self._token = None
-
-    def _fetch_token_locked(self) -> None:
+    def _fetch_token(self) -> pydantic.SecretStr:
+        """A new token from `/token` (run under the token's lock); sets when to refresh it."""
         operation = "token"
         asked_at = self._clock()
         form = {
@@ -430,24 +404,19 @@ class ImisClient:
             "password": self._password.get_secret_value(),
         }
         request = self._channel.request("POST", "/token", data=form, headers=_JSON_HEADERS)
-        try:
-            response, watch = self._channel.send(operation, request, mutating=False)
-        except ProviderError as failure:
-            raise failure from None  # the request object holds the password: do not chain it
-        token = self._channel.settle(operation, response, watch, mutating=False, parse=_token_response)
+        token = request_token(self._channel, operation, request, parse=_token_response)
         lifetime = DEFAULT_TOKEN_LIFETIME_SECONDS
         if token.expires_in is not None and token.expires_in >= 0:
             lifetime = token.expires_in
         # Refresh `margin` ahead of expiry, but not before half the lifetime has passed: a margin longer
         # than a short lifetime would otherwise fetch a token for every call.
         margin = min(self._refresh_margin, lifetime / 2)
-        self._token = token.access_token
-        self._token_generation += 1
         self._refresh_at = asked_at + lifetime - margin
+        return token.access_token
 
     def _secrets(self) -> tuple[pydantic.SecretStr | None, ...]:
         """What an error message must never show, should a server echo it."""
-        return self._password, self._token
+        return self._password, self._token.secret
 
 
 def _token_response(payload: Any, _: int) -> TokenResponse:
