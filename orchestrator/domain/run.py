@@ -248,10 +248,11 @@ class PlannedItem:
     invoice: Invoice
     state: ItemState
     reason: str | None = None
+    group: str | None = None  # items of one group share a chunk, worked one after another (an account)
 
     @classmethod
-    def eligible(cls, invoice: Invoice) -> PlannedItem:
-        return cls(invoice, ItemState.PENDING)
+    def eligible(cls, invoice: Invoice, *, group: str | None = None) -> PlannedItem:
+        return cls(invoice, ItemState.PENDING, group=group)
 
     @classmethod
     def skipped(cls, invoice: Invoice, reason: str) -> PlannedItem:

@@ -142,6 +142,7 @@ class ChunkRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(Integer, default=0)
     sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    group_key: Mapped[str | None] = mapped_column(String(200))  # the group its last item belongs to
     dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     dispatch_count: Mapped[int] = mapped_column(Integer, default=0)
     deliveries: Mapped[int] = mapped_column(Integer, default=0)

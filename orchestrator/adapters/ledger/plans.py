@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from orchestrator.adapters.ledger.models import ChunkRow, ItemRow, RunRow
 from orchestrator.adapters.ledger.rows import LedgerBase
 from orchestrator.domain.run import ChunkState, ItemState, PlannedItem, RunState
+
+
+@dataclass
+class _OpenChunk:
+    id: int
+    size: int
+    group: str | None
+    sealed: bool = False
+
+    def continues(self, group: str | None) -> bool:
+        """The next item belongs to this chunk's last group: it must not start a new chunk."""
+        return group is not None and group == self.group
 
 
 class PlanWriter(LedgerBase):
@@ -37,15 +50,16 @@ class PlanWriter(LedgerBase):
             ).scalar()
             if plan_count is None:
                 return False
-            chunk_ids = self._chunks_for(conn, run_id, plan_count, len(to_reverse), chunk_size)
-            rows = []
-            seq = plan_count
-            for planned in items:
-                chunk_id = None
-                if planned.state is ItemState.PENDING and chunk_size:
-                    chunk_id = chunk_ids[seq // chunk_size]
-                    seq += 1
-                rows.append(self._item_values(run_id, planned, chunk_id, now))
+            chunk_ids = iter(self._assign_chunks(conn, run_id, to_reverse, chunk_size) if chunk_size else ())
+            rows = [
+                self._item_values(
+                    run_id,
+                    planned,
+                    next(chunk_ids) if planned.state is ItemState.PENDING and chunk_size else None,
+                    now,
+                )
+                for planned in items
+            ]
             if rows:
                 conn.execute(self._insert_ignoring_duplicates(ItemRow), rows)
             conn.execute(
@@ -60,41 +74,67 @@ class PlanWriter(LedgerBase):
             )
         return True
 
-    def _chunks_for(self, conn: Connection, run_id: str, first_seq: int, count: int, chunk_size: int) -> dict[int, int]:
-        """Chunk ids by chunk number for items first_seq..first_seq+count; creates and seals as needed."""
-        if not count or not chunk_size:
-            return {}
-        numbers = range(first_seq // chunk_size, (first_seq + count - 1) // chunk_size + 1)
-        existing = dict(
+    def _assign_chunks(
+        self, conn: Connection, run_id: str, pending: Sequence[PlannedItem], chunk_size: int
+    ) -> list[int]:
+        """The chunk of each pending item, in order, filling the run's open chunk first.
+
+        A chunk is sealed (ready to dispatch) once full, except while items of one group keep coming:
+        then it grows until the group ends, so a group's items are worked by one task, one after
+        another (Aria refuses concurrent work on one account). Ungrouped chunks seal as soon as full.
+        """
+        if not pending:
+            return []
+        found = conn.execute(
+            self._lock(
+                select(ChunkRow.id, ChunkRow.size, ChunkRow.group_key)
+                .where(ChunkRow.run_id == run_id, ChunkRow.sealed.is_(False))
+                .order_by(ChunkRow.seq.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        next_seq = int(
             conn.execute(
-                select(ChunkRow.seq, ChunkRow.id).where(ChunkRow.run_id == run_id, ChunkRow.seq.in_(list(numbers)))
-            ).all()
+                select(func.coalesce(func.max(ChunkRow.seq) + 1, 0)).where(ChunkRow.run_id == run_id)
+            ).scalar_one()
         )
-        for number in numbers:
-            start = max(first_seq, number * chunk_size)
-            end = min(first_seq + count, (number + 1) * chunk_size)
-            full = end == (number + 1) * chunk_size
-            if number in existing:
-                conn.execute(
-                    update(ChunkRow)
-                    .where(ChunkRow.id == existing[number])
-                    .values(size=ChunkRow.size + (end - start), sealed=full)
-                )
-            else:
-                existing[number] = conn.execute(
+        current = _OpenChunk(found.id, found.size, found.group_key) if found is not None else None
+        touched: list[_OpenChunk] = []
+        assigned: list[int] = []
+        for planned in pending:
+            if current is not None and current.size >= chunk_size and not current.continues(planned.group):
+                current.sealed = True
+                current = None
+            if current is None:
+                chunk_id = conn.execute(
                     insert(ChunkRow)
                     .values(
                         run_id=run_id,
-                        seq=number,
+                        seq=next_seq,
                         state=ChunkState.PLANNED.value,
-                        size=end - start,
-                        sealed=full,
+                        size=0,
+                        sealed=False,
                         dispatch_count=0,
                         deliveries=0,
                     )
                     .returning(ChunkRow.id)
                 ).scalar_one()
-        return existing
+                next_seq += 1
+                current = _OpenChunk(chunk_id, 0, None)
+            if not touched or touched[-1] is not current:
+                touched.append(current)
+            assigned.append(current.id)
+            current.size += 1
+            current.group = planned.group
+        if current is not None and current.size >= chunk_size and current.group is None:
+            current.sealed = True
+        for chunk in touched:
+            conn.execute(
+                update(ChunkRow)
+                .where(ChunkRow.id == chunk.id)
+                .values(size=chunk.size, group_key=chunk.group, sealed=chunk.sealed)
+            )
+        return assigned
 
     @staticmethod
     def _item_values(run_id: str, planned: PlannedItem, chunk_id: int | None, now: datetime) -> dict[str, Any]:

@@ -167,6 +167,8 @@ def upgrade() -> None:
             batch_op.alter_column(column, existing_type=kind, nullable=False)
         batch_op.create_index("ix_runs_scope", ["scope"], unique=False)
 
+    with op.batch_alter_table("chunks") as batch_op:
+        batch_op.add_column(sa.Column("group_key", sa.String(length=200), nullable=True))
     _items(connection)
     _status_events(connection)
 
