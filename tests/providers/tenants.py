@@ -1,0 +1,86 @@
+"""One tenant per provider for the contract suite: the provider built through the registry (as the
+composition root builds it), against its simulator over loopback HTTP (the fake: in memory), with a
+seeded selection and the means to steer the platform. A new platform adds one function here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from orchestrator.adapters.providers.platform import Connection
+from orchestrator.adapters.providers.registry import PLATFORMS
+from orchestrator.domain.billing import ApiCall
+from orchestrator.services.ports import BillingProvider
+from tests.support.platforms import SIMULATED, Simulated
+
+
+@dataclass
+class Tenant:
+    """A provider under test and its platform."""
+
+    name: str
+    provider: BillingProvider
+    selector: dict[str, Any]
+    options: dict[str, Any]
+    #: What the platform holds for the selection: invoice id -> skip reason, None when eligible.
+    expected: dict[str, str | None]
+    #: Invoice id -> how many times a write took effect on it (the platform's own counters).
+    applied: Callable[[], dict[str, int]]
+    #: Faults on the platform's write calls: "lost" = applied then the reply is lost (502),
+    #: "refused" = a 500 before anything is applied, None = none.
+    fault_writes: Callable[[str | None], None]
+    calls: list[ApiCall] = field(default_factory=list)
+
+
+def _provider(cleanup: ExitStack, simulated: Simulated, calls: list[ApiCall], **settings: str) -> BillingProvider:
+    platform = PLATFORMS[simulated.name]
+    values = {key[len(f"REBILL_{simulated.name.upper()}_") :].lower(): value for key, value in simulated.env.items()}
+    values.update(settings)
+    own = platform.settings.model_validate(values)
+    own.require()
+    transport = httpx.HTTPTransport()
+    cleanup.callback(transport.close)
+    connection = Connection(transport=transport, timeout=httpx.Timeout(10, connect=5), observer=calls.append)
+    return platform.build(own, connection)
+
+
+def _fault_setter(simulated: Simulated, operations: frozenset[str]) -> Callable[[str | None], None]:
+    def fault(kind: str | None) -> None:
+        faults = simulated.state.faults
+        if kind is None:
+            faults.update(p_reply_lost=0.0, p_500=0.0, fault_operations=None)
+        elif kind == "lost":
+            faults.update(p_reply_lost=1.0, p_500=0.0, fault_operations=operations)
+        else:
+            faults.update(p_reply_lost=0.0, p_500=1.0, fault_operations=operations)
+
+    return fault
+
+
+def imis(cleanup: ExitStack) -> Tenant:
+    simulated = SIMULATED["imis"](cleanup)
+    billing = simulated.state.seed_billing(invoices=24, seed=uuid.uuid4().int % 1_000_000)
+    opened = set(billing.open_invoice_ids)
+    calls: list[ApiCall] = []
+    return Tenant(
+        name="imis",
+        provider=_provider(cleanup, simulated, calls, page_size="7"),
+        selector={"billing_log": billing.original_key},
+        options={},
+        expected={i: None if i in opened else "left as-is" for i in billing.invoice_ids},
+        applied=lambda: dict(simulated.state.counters()["reversals"]),
+        fault_writes=_fault_setter(
+            simulated, frozenset({"Invoice.ProcessCashReversal", "Invoice.ProcessAccrualReversal"})
+        ),
+        calls=calls,
+    )
+
+
+TENANTS: dict[str, Callable[[ExitStack], Tenant]] = {
+    "imis": imis,
+}
