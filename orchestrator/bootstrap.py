@@ -20,7 +20,7 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.adapters.providers.tenant_limit import LimitedTransport, TenantLimiter, tenant_key
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ConfigurationError
-from orchestrator.services.context import CallRecorder, Context, Runtime
+from orchestrator.services.context import CallRecorder, Context, Runtime, WorkerIdentity
 from orchestrator.services.ports import BillingProvider, Dispatcher
 
 
@@ -64,6 +64,7 @@ def runtime(settings: Settings) -> Runtime:
         # A write may wait for a tenant slot (up to the pool timeout, the read timeout) then connect and read.
         write_budget_seconds=settings.longest_write_seconds(),
         claim_batch_size=settings.claim_batch_size,
+        worker_dead_after_seconds=settings.worker_dead_after_seconds,
     )
 
 
@@ -144,6 +145,7 @@ class ProviderRegistry:
 class Container:
     settings: Settings
     recorder: CallRecorder = field(default_factory=CallRecorder)
+    worker: WorkerIdentity | None = None  # set by `rebill worker` before anything is built
 
     def __post_init__(self) -> None:
         self._transports: dict[str, httpx.BaseTransport] = {}
@@ -207,6 +209,7 @@ class Container:
             dispatcher=self.dispatcher,
             recorder=self.recorder,
             runtime=runtime(self.settings),
+            worker=self.worker,
         )
 
     def close(self) -> None:

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     )
     max_deliveries: PositiveInt = 5
     rebill_settle_seconds: PositiveFloat = 120.0
+    heartbeat_seconds: PositiveFloat = Field(
+        3.0, description="how often each worker writes its heartbeat to the ledger and looks for dead workers"
+    )
+    worker_dead_after_seconds: PositiveFloat = Field(
+        10.0,
+        description="a worker whose heartbeat is older than this is declared dead and what it held is taken "
+        "up at once (shorter: faster recovery, but a long GC pause or a busy database may be taken for "
+        "death, which costs only a read per claim it held)",
+    )
     task_max_retries: PositiveInt = Field(
         20,
         description="retries of a task (planning, a follow-up tick, a firing) on transient errors; "
@@ -84,6 +93,16 @@ class Settings(BaseSettings):
 
     # Every platform's own settings, by provider name (filled by `load_settings`, not by one variable).
     providers: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="after")
+    def _death_needs_missed_beats(self) -> Settings:
+        """A worker is declared dead only after missing at least two heartbeats."""
+        if self.worker_dead_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"REBILL_WORKER_DEAD_AFTER_SECONDS ({self.worker_dead_after_seconds:g}) must be at least twice "
+                f"REBILL_HEARTBEAT_SECONDS ({self.heartbeat_seconds:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_outlives_a_write(self) -> Settings:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -44,6 +45,25 @@ class CallRecorder:
         return taken
 
 
+class WorkerIdentity:
+    """This worker process as the others see it: its id (claims and deliveries carry it) and when its
+    heartbeat last reached the ledger. Beats are written by its heartbeat thread; any thread may ask
+    whether they are fresh."""
+
+    def __init__(self, worker_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.id = worker_id
+        self._clock = clock
+        self._last_beat: float | None = None
+
+    def beaten(self) -> None:
+        self._last_beat = self._clock()
+
+    def fresh(self, within: float) -> bool:
+        """Its last heartbeat is younger than `within` seconds: nobody can have declared it dead."""
+        last = self._last_beat
+        return last is not None and self._clock() - last < within
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """Knobs of the deployment (not of a run)."""
@@ -57,6 +77,7 @@ class Runtime:
     max_countdown_seconds: float = 1800.0  # keep every countdown well under the broker's visibility timeout
     write_budget_seconds: float = 70.0  # the longest one write call may take, slot wait included
     claim_batch_size: int = 10  # items claimed, and their outcomes written, per ledger round trip
+    worker_dead_after_seconds: float = 10.0  # a worker silent this long is declared dead
 
     @property
     def lease(self) -> timedelta:
@@ -74,6 +95,11 @@ class Context:
     recorder: CallRecorder = field(default_factory=CallRecorder)
     runtime: Runtime = field(default_factory=Runtime)
     clock: Clock = utc_now
+    worker: WorkerIdentity | None = None  # None outside a worker process (the command line)
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.worker.id if self.worker is not None else None
 
     def provider(self, name: str) -> BillingProvider:
         """The run's provider; ConfigurationError naming what to set when it is not configured here."""

@@ -81,7 +81,7 @@ def follow(ctx: Context, run_id: str) -> None:
     if run.next_poll_at is not None and now + _EARLY_TOLERANCE < run.next_poll_at:
         return  # a duplicate message: the time belongs to another tick
     held_until = now + _TICK_LEASE
-    if not ctx.ledger.claim_poll(run_id, expected=run.next_poll_at, next_poll_at=held_until):
+    if not ctx.ledger.claim_poll(run_id, expected=run.next_poll_at, next_poll_at=held_until, holder=ctx.worker_id):
         return
     provider = ctx.provider(run.provider)
     with ctx.recorder.collect() as calls:

@@ -60,6 +60,8 @@ def plan_run(ctx: Context, run_id: str) -> None:
     if run is None or run.state is not RunState.PLANNING:
         return
     provider = ctx.provider(run.provider)
+    if ctx.worker_id is not None:
+        ctx.ledger.update_run(run_id, now=ctx.clock(), worker_id=ctx.worker_id)  # taken up at once if we die
     try:
         if not run.options.dry_run:
             run = _prepare(ctx, provider, run)

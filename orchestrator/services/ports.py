@@ -332,6 +332,25 @@ class FiringLog(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    beat_at: datetime
+    dead_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What a dead worker held, now free: claims expired, chunks and runs to dispatch again."""
+
+    claims: int
+    chunks: tuple[tuple[str, int], ...]  # (run id, chunk id)
+    runs: tuple[tuple[str, RunState], ...]  # (run id, the state whose run-level work it held)
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkProgress:
     open_items: int
     wake_at: datetime | None  # earliest RETRY_WAIT item, when nothing is claimable now
@@ -389,7 +408,12 @@ class Ledger(Protocol):
         """Add `state`'s keys to the provider's kept state (a key set to None is removed)."""
         ...
 
-    def claim_poll(self, run_id: str, *, expected: datetime | None, next_poll_at: datetime) -> bool: ...
+    def claim_poll(
+        self, run_id: str, *, expected: datetime | None, next_poll_at: datetime, holder: str | None = None
+    ) -> bool:
+        """Move the run's next follow-up time from `expected` to `next_poll_at`, noting which worker holds
+        the tick (None: nobody); the loser of a race gets False."""
+        ...
 
     def record_status(self, run_id: str, observation: Observation, *, at: datetime) -> bool:
         """Append a status event unless it repeats the last one; True when the status changed."""
@@ -451,8 +475,9 @@ class Ledger(Protocol):
         """The chunk's number within its run (0, 1, ...): stable, so a provider may name things after it."""
         ...
 
-    def record_delivery(self, chunk_id: int) -> int:
-        """Count one more delivery of the chunk's message that has not finished; returns the count."""
+    def record_delivery(self, chunk_id: int, *, worker_id: str | None = None) -> int:
+        """Count one more delivery of the chunk's message that has not finished (by `worker_id`); returns
+        the count."""
         ...
 
     def finish_delivery(self, chunk_id: int) -> None:
@@ -513,3 +538,18 @@ class Ledger(Protocol):
     def record_calls(self, run_id: str, calls: Sequence[ApiCall], *, item_id: int | None = None) -> None: ...
 
     def call_counts(self, run_id: str) -> dict[tuple[str, str], int]: ...
+
+    # Workers
+    def beat(self, worker_id: str, *, host: str, pid: int, now: datetime) -> bool:
+        """Record a heartbeat; False when the worker had been declared dead meanwhile."""
+        ...
+
+    def declare_dead(self, *, silent_since: datetime, now: datetime) -> list[str]:
+        """Workers silent since before `silent_since`, newly declared dead by this caller (one winner each)."""
+        ...
+
+    def release_worker(self, worker_id: str, *, now: datetime) -> Released:
+        """Expire a dead worker's claims in active runs; its unfinished deliveries and run-level work."""
+        ...
+
+    def workers(self) -> list[WorkerStatus]: ...

@@ -34,7 +34,7 @@ def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
     run = ctx.ledger.get_run(run_id)
     if run is None or run.state not in (RunState.PLANNING, RunState.REVERSING):
         return
-    deliveries = ctx.ledger.record_delivery(chunk_id)
+    deliveries = ctx.ledger.record_delivery(chunk_id, worker_id=ctx.worker_id)
     if deliveries > ctx.runtime.max_deliveries:
         failed = ctx.ledger.fail_open_items(
             chunk_id,
@@ -84,7 +84,7 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
     """
     provider = ctx.provider(run.provider)
     whole_chunks = provider.unit is ActionUnit.CHUNK
-    owner = f"{chunk_id}:{uuid.uuid4().hex}"
+    owner = f"{ctx.worker_id or '-'}/{chunk_id}/{uuid.uuid4().hex}"  # the worker first: a dead one's claims expire
     batch = _WHOLE_CHUNK if whole_chunks else ctx.runtime.claim_batch_size
     now = ctx.clock()
     lease_until = now + ctx.runtime.lease
@@ -223,11 +223,15 @@ def _clear_notice_once_moving(ctx: Context, run: Run, finished: Sequence[Finishe
 def _claim_outlives_the_write(ctx: Context, items: Sequence[Item], *, owner: str, lease_until: datetime) -> bool:
     """The fence before the one call that must never be sent twice.
 
-    Nobody may claim the items before our lease ends, so while the lease outlives the longest write
-    call the claim is ours without asking; otherwise it is renewed in the ledger, which fails if
-    another worker took an item over after our lease ran out.
+    Nobody may claim the items before our lease ends, and nobody declares this worker dead (which
+    expires its claims at once) while its heartbeat is fresh. So while the lease outlives the longest
+    write call and the heartbeat is fresh, the claim is ours without asking; otherwise (a long
+    pause, a frozen process just resumed) it is renewed in the ledger, which fails if another worker
+    took an item over meanwhile. What remains: a pause of more than half the dead-worker time between
+    this check and the request leaving (see docs/reliability.md, known limits).
     """
     now = ctx.clock()
-    if lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
+    fresh = ctx.worker is None or ctx.worker.fresh(ctx.runtime.worker_dead_after_seconds / 2)
+    if fresh and lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
         return True
     return ctx.ledger.renew_lease([item.id for item in items], owner=owner, lease_until=now + ctx.runtime.lease)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -232,3 +233,49 @@ def test_two_runs_started_at_once_make_one_run(chaos: Stack) -> None:
     assert len(refusal.strip().splitlines()) == 1
 
     verify(chaos, billing, run_id.strip(), "two `rebill run` at once")
+
+
+# Leases and lost-message times as long as in production: only the heartbeat can explain a quick recovery.
+LONG_LEASES = {"REBILL_LEASE_SECONDS": "120", "REBILL_LOST_MESSAGE_SECONDS": "120", "REBILL_HEARTBEAT_SECONDS": "1"}
+
+
+def _declared_dead(stack: Stack) -> list[str]:
+    return [line for worker in stack.workers for line in worker.tail(400).splitlines() if "declared dead" in line]
+
+
+def test_a_killed_worker_is_taken_over_at_once_not_after_its_lease(chaos: Stack) -> None:
+    chaos.state.faults.update(latency_ms=5)
+    billing = chaos.seed(1200)
+    victim = chaos.start_worker(**LONG_LEASES, REBILL_WORKER_DEAD_AFTER_SECONDS="3")
+    run_id = start(chaos, billing)
+    wait_until(
+        chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= len(billing.open_invoice_ids) // 3
+    )
+    victim.kill()
+    killed_at = time.monotonic()
+    chaos.start_worker(**LONG_LEASES, REBILL_WORKER_DEAD_AFTER_SECONDS="3")
+
+    run = chaos.wait_for(run_id, timeout=110)  # its claims' leases alone would hold them 120 s
+    recovered_in = time.monotonic() - killed_at
+
+    assert run.state is RunState.COMPLETED
+    assert any("declared dead" in line for line in _declared_dead(chaos))
+    verify(chaos, billing, run_id, "worker SIGKILLed, taken over by heartbeat", recovered_in_s=round(recovered_in, 1))
+
+
+def test_a_frozen_worker_loses_its_claims_and_writes_nothing_once_thawed(chaos: Stack) -> None:
+    chaos.state.faults.update(latency_ms=20)
+    billing = chaos.seed(600)
+    frozen = chaos.start_worker(**LONG_LEASES, REBILL_WORKER_DEAD_AFTER_SECONDS="3")
+    run_id = start(chaos, billing, "--chunk-size", "10")
+    wait_until(chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= 60)
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        chaos.start_worker(**LONG_LEASES, REBILL_WORKER_DEAD_AFTER_SECONDS="3")
+        wait_until(chaos, run_id, lambda _run, _counts: bool(_declared_dead(chaos)), timeout=60)
+        wait_until(chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= 300, timeout=120)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)  # thawed mid-run: it must not send what others took
+
+    verify(chaos, billing, run_id, "worker SIGSTOPped past its heartbeat, then SIGCONTed")
+    assert "was declared dead while silent and is back" in frozen.tail(400)

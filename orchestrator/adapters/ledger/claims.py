@@ -104,20 +104,20 @@ class ItemClaims(LedgerBase):
                 )
         return list(stale)
 
-    def record_delivery(self, chunk_id: int) -> int:
+    def record_delivery(self, chunk_id: int, *, worker_id: str | None = None) -> int:
         with self._write.begin() as conn:
             return int(
                 conn.execute(
                     update(ChunkRow)
                     .where(ChunkRow.id == chunk_id)
-                    .values(deliveries=ChunkRow.deliveries + 1)
+                    .values(deliveries=ChunkRow.deliveries + 1, delivered_to=worker_id)
                     .returning(ChunkRow.deliveries)
                 ).scalar_one()
             )
 
     def finish_delivery(self, chunk_id: int) -> None:
         with self._write.begin() as conn:
-            conn.execute(update(ChunkRow).where(ChunkRow.id == chunk_id).values(deliveries=0))
+            conn.execute(update(ChunkRow).where(ChunkRow.id == chunk_id).values(deliveries=0, delivered_to=None))
 
     def _build_claim(self) -> Any:
         """One round trip: pick the chunk's first `p_limit` claimable items (skipping rows locked by

@@ -101,6 +101,22 @@ class RunRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     schedule_slot: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # The worker planning the run or holding its follow-up tick: if it dies, the work is taken up at once.
+    worker_id: Mapped[str | None] = mapped_column(String(120))
+
+
+class WorkerRow(Base):
+    """One worker process and its heartbeat: a worker silent past REBILL_WORKER_DEAD_AFTER_SECONDS is
+    declared dead, and what it held (claims, chunk deliveries, run-level work) is taken up at once."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    beat_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    dead_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ScopeRow(Base):
@@ -146,6 +162,7 @@ class ChunkRow(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     dispatch_count: Mapped[int] = mapped_column(Integer, default=0)
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_to: Mapped[str | None] = mapped_column(String(120))  # the worker of the unfinished delivery
 
 
 class ItemRow(Base):

@@ -166,7 +166,7 @@ class PlanWriter(LedgerBase):
                     RunRow.state == RunState.PLANNING.value,
                     RunRow.plan_offset == expected_offset,
                 )
-                .values(planned=True, state=to.value, updated_at=now)
+                .values(planned=True, state=to.value, updated_at=now, worker_id=None)
             ).rowcount
             if moved:
                 conn.execute(

@@ -158,12 +158,14 @@ class RunStore(LedgerBase):
             kept = {key: value for key, value in merged.items() if value is not None}
             conn.execute(update(RunRow).where(RunRow.id == run_id).values(provider_state=kept, updated_at=now))
 
-    def claim_poll(self, run_id: str, *, expected: datetime | None, next_poll_at: datetime) -> bool:
+    def claim_poll(
+        self, run_id: str, *, expected: datetime | None, next_poll_at: datetime, holder: str | None = None
+    ) -> bool:
         condition = RunRow.next_poll_at.is_(None) if expected is None else RunRow.next_poll_at == expected
         statement = (
             update(RunRow)
             .where(RunRow.id == run_id, RunRow.state.in_([s.value for s in FOLLOWING_RUN_STATES]), condition)
-            .values(next_poll_at=next_poll_at)
+            .values(next_poll_at=next_poll_at, worker_id=holder)
         )
         with self._write.begin() as conn:
             return conn.execute(statement).rowcount == 1

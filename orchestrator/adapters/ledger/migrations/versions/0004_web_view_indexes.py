@@ -6,7 +6,7 @@ rows for a run's counts, money and activity; `ix_api_calls_run` (run_id) becomes
 one invoice's calls (and the run's own, item_id NULL) without scanning the run's.
 
 Revision ID: 0004
-Revises: 0002 (chain it after the provider-neutral ledger's migration when both are on main)
+Revises: 0003
 Create Date: 2026-12-01
 """
 
