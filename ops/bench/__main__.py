@@ -170,7 +170,7 @@ def _show(result: Measured) -> None:
 def coordinator_memory(args: argparse.Namespace, backends: harness.Backends) -> list[dict[str, Any]]:
     """Plan billings of each size in a process of its own; its peak RSS is the coordinator's."""
     from orchestrator.bootstrap import Container
-    from orchestrator.config import Settings
+    from orchestrator.config import load_settings
     from orchestrator.services import planning
 
     rows = []
@@ -178,10 +178,12 @@ def coordinator_memory(args: argparse.Namespace, backends: harness.Backends) -> 
         print(f"\n== coordinator alone: planning {size} invoices ==", flush=True)
         with harness.simulator(invoices=size, latency_ms=0, seed=21) as sim, backends.ledger_url() as ledger_url:
             env = orchestrator_env(sim, backends, ledger_url, cap=args.cap[0], threads=1)
-            settings = Settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+            settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
             container = Container(settings)
             try:
-                run = planning.start_run(container.context, sim.original_key, settings.run_options())
+                run = planning.start_run(
+                    container.context, "imis", {"billing_log": sim.original_key}, settings.run_options()
+                )
                 env_file = backends.workdir / f"coordinator-{size}.json"
                 env_file.write_text(json.dumps(env))
                 done = subprocess.run(
@@ -222,21 +224,23 @@ def _drop_queue(container: Any, queue: str) -> None:
 def first_reversal(args: argparse.Namespace, backends: harness.Backends) -> dict[str, Any]:
     """Start a large run with a worker; seconds from the start until its first reversal is sent."""
     from orchestrator.bootstrap import Container
-    from orchestrator.config import Settings
+    from orchestrator.config import load_settings
     from orchestrator.services import planning, runs
 
     size = args.first_reversal_invoices
     print(f"\n== first reversal of a {size}-invoice run (50 ms latency) ==", flush=True)
     with harness.simulator(invoices=size, latency_ms=50, seed=31) as sim, backends.ledger_url() as ledger_url:
         env = orchestrator_env(sim, backends, ledger_url, cap=args.cap[0], threads=args.threads[0])
-        settings = Settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+        settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
         container = Container(settings)
         container.ledger  # noqa: B018 - migrated before the worker starts
         worker = harness.start_worker(env, threads=args.threads[0], log=backends.workdir / "first-reversal.log")
         try:
             worker.wait_ready()
             started_at = datetime.now(UTC)
-            run = planning.start_run(container.context, sim.original_key, settings.run_options())
+            run = planning.start_run(
+                container.context, "imis", {"billing_log": sim.original_key}, settings.run_options()
+            )
             deadline = time.monotonic() + 60
             times = run_times(container.ledger, run.id)
             while times.first_reversal_at is None and time.monotonic() < deadline:

@@ -221,13 +221,13 @@ def orchestrator(
     profile: Path | None = None,
 ) -> Measured:
     from orchestrator.bootstrap import Container
-    from orchestrator.config import Settings
+    from orchestrator.config import load_settings
     from orchestrator.domain.run import OPEN_ITEM_STATES, ItemState
     from orchestrator.services import planning
 
     with backends.ledger_url() as ledger_url:
         env = orchestrator_env(sim, backends, ledger_url, cap=cap, threads=threads)
-        settings = Settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+        settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
         container = Container(settings)
         container.ledger  # noqa: B018 - migrate before the workers start, so they do not race for it
         started_workers = [
@@ -236,7 +236,7 @@ def orchestrator(
         try:
             for worker in started_workers:
                 worker.wait_ready()
-            container.provider.get_billing_log(billing_key)  # this process's token, outside the timing
+            container.providers.get("imis").check()  # this process's token, outside the timing
             profilers = (
                 [harness.profile(w.pid, profile / f"worker-{i}.txt") for i, w in enumerate(started_workers)]
                 if profile
@@ -246,7 +246,7 @@ def orchestrator(
             sampler = sim.sample_in_flight().__enter__()
             cpu_before = sum(harness.cpu_seconds(w.pid) for w in started_workers)
             started = time.perf_counter()
-            run = planning.start_run(container.context, billing_key, settings.run_options())
+            run = planning.start_run(container.context, "imis", {"billing_log": billing_key}, settings.run_options())
             ledger = container.ledger
             deadline = time.monotonic() + 3600
             while True:

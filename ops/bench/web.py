@@ -61,8 +61,12 @@ def write_runs(engine: Engine, *, invoices: int, seed: int = 7, minutes: float =
         conn.execute(
             insert(StatusEventRow),
             [
-                {"run_id": run_id, "billing_log_key": "TRACK-1", "status": status, "observed_at": at, "note": None}
-                for status, at in ((5, start), (1, end - timedelta(minutes=2)), (2, end - timedelta(minutes=1)))
+                {"run_id": run_id, "subject": "TRACK-1", "code": code, "label": label, "observed_at": at, "note": None}
+                for code, label, at in (
+                    ("5", "Reversing invoices", start),
+                    ("1", "Processing", end - timedelta(minutes=2)),
+                    ("2", "Completed", end - timedelta(minutes=1)),
+                )
             ],
         )
     next_id = 1
@@ -83,8 +87,8 @@ def write_runs(engine: Engine, *, invoices: int, seed: int = 7, minutes: float =
                     "run_id": run_id,
                     "chunk_id": None,
                     "invoice_id": f"CASH:{100000 + n}:1",
-                    "invoice_number": 100000 + n,
-                    "accounting_method": 0,
+                    "invoice_number": str(100000 + n),
+                    "details": {"accounting_method": 0, "number": 100000 + n},
                     "party_id": str(20000 + n // 3),
                     "party_name": f"Member {rng.choice(['Smith', 'Jones', 'Garcia', 'Chen', 'Okafor'])} {n}",
                     "amount": PRICES[n % len(PRICES)],
@@ -120,21 +124,27 @@ def write_runs(engine: Engine, *, invoices: int, seed: int = 7, minutes: float =
 
 
 def _run_row(run_id: str, start: datetime, end: datetime | None, state: str, invoices: int) -> dict[str, Any]:
+    key = str(uuid.uuid4())
     return {
         "id": run_id,
         "provider": "imis",
-        "original_key": str(uuid.uuid4()),
-        "party_id": None,
+        "scope": f"imis:{key}",
+        "selection_label": f"BillingLog {key} (2026 Dues)",
+        "selector": {"billing_log": key},
+        "whole": True,
         "guard_key": None,
         "state": state,
         "reason_code": "FAILED_ITEMS" if state == "NEEDS_ATTENTION" else None,
         "reason": "invoices failed: `rebill retry` re-sends them" if state == "NEEDS_ATTENTION" else None,
-        "options": {"mode": "orchestrated", "chunk_size": 50, "max_attempts": 5},
-        "original_log": {"key": "x", "cycle_name": "2026 Dues", "status": 2},
-        "tracking_log_key": "TRACK-1",
+        "options": {"chunk_size": 50, "max_attempts": 5},
+        "provider_options": {"mode": "orchestrated"},
+        "provider_state": {
+            "original": {"key": key, "cycle_name": "2026 Dues", "status": 2},
+            "tracking_log_key": "TRACK-1",
+        },
+        "item_actions": True,
         "planned": True,
         "invoice_count": invoices,
-        "rebill_phase": "NOT_SENT",
         "created_at": start,
         "updated_at": end or start,
         "finished_at": end or start,

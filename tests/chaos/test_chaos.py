@@ -16,15 +16,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from orchestrator.domain.run import ItemState, ReasonCode, Run, RunState
 from simulators.imis.state import SeededBilling
-from tests.chaos.conftest import KillableRedis
-from tests.support.stack import Stack, assert_exactly_once
+from tests.chaos.conftest import CHAOS_ENV, KillableRedis
+from tests.support.databases import POSTGRES_ENV, scratch_postgres_schema
+from tests.support.proxy import TcpProxy
+from tests.support.stack import Stack, assert_exactly_once, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -279,3 +285,42 @@ def test_a_frozen_worker_loses_its_claims_and_writes_nothing_once_thawed(chaos: 
 
     verify(chaos, billing, run_id, "worker SIGSTOPped past its heartbeat, then SIGCONTed")
     assert "was declared dead while silent and is back" in frozen.tail(400)
+
+
+@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason="a PostgreSQL scenario (REBILL_TEST_DATABASE_URL)")
+def test_the_ledger_cut_off_and_refusing_connections_mid_run(broker: KillableRedis, tmp_path: Path) -> None:
+    """Every ledger connection terminated three times, then the database unreachable for 20 s: the
+    workers survive, nothing is lost or done twice, and the run completes by itself."""
+    admin = create_engine(os.environ[POSTGRES_ENV].replace("postgresql://", "postgresql+psycopg://", 1))
+    application = f"rebill-chaos-{uuid.uuid4().hex[:8]}"
+    with scratch_postgres_schema(os.environ[POSTGRES_ENV]) as url:
+        target = make_url(url)
+        with TcpProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+            proxied = target.set(host="127.0.0.1", port=proxy.port).update_query_dict({"application_name": application})
+            env = {
+                **CHAOS_ENV,
+                "REBILL_BROKER_URL": broker.url,
+                "REBILL_DATABASE_URL": proxied.render_as_string(hide_password=False),
+            }
+            with running_stack("services", tmp_path / "stack", worker=False, **env) as stack:
+                stack.state.faults.update(latency_ms=5)
+                billing = stack.seed(1500)
+                stack.start_worker()
+                run_id = start(stack, billing)
+                wait_until(stack, run_id, lambda _r, counts: counts.get(ItemState.REVERSED, 0) >= 250)
+                for _ in range(3):
+                    with admin.begin() as conn:
+                        conn.execute(
+                            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :a"),
+                            {"a": application},
+                        )
+                    time.sleep(0.5)
+                wait_until(stack, run_id, lambda _r, counts: counts.get(ItemState.REVERSED, 0) >= 700)
+                proxy.close()
+                cut = proxy.cut()
+                time.sleep(20)
+                proxy.open()
+
+                verify(stack, billing, run_id, "ledger connections terminated 3x, then refused for 20 s", cut=cut)
+                assert all(worker.alive() for worker in stack.workers)
+    admin.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 
 from orchestrator.adapters.ledger.models import ChunkRow, ItemRow, RunRow, WorkerRow
 from orchestrator.adapters.ledger.rows import LedgerBase
@@ -47,8 +47,8 @@ class WorkerLiveness(LedgerBase):
         return declared
 
     def release_worker(self, worker_id: str, *, now: datetime) -> Released:
-        """Expire every claim of a dead worker in active runs and hand back its unfinished deliveries
-        and run-level work: the chunks and runs to dispatch again."""
+        """Expire every claim of a dead worker in active runs and hand back its unfinished deliveries,
+        the messages it may have fetched, and its run-level work: the chunks and runs to dispatch again."""
         active = [state.value for state in ACTIVE_RUN_STATES]
         chunks: set[tuple[str, int]] = set()
         with self._write.begin() as conn:
@@ -74,6 +74,21 @@ class WorkerLiveness(LedgerBase):
                 .returning(ChunkRow.run_id, ChunkRow.id)
             ).all()
             chunks.update((run_id, chunk_id) for run_id, chunk_id in delivered)
+            # A message the dead worker had fetched but not started is invisible here and would wait out
+            # the broker's visibility timeout: send every undelivered chunk again (a duplicate of one still
+            # in the broker finds its items claimed or done).
+            waiting = conn.execute(
+                update(ChunkRow)
+                .where(
+                    ChunkRow.run_id.in_(run_ids),
+                    ChunkRow.state == ChunkState.QUEUED.value,
+                    ChunkRow.deliveries == 0,
+                    or_(ChunkRow.dispatched_at.is_(None), ChunkRow.dispatched_at <= now),
+                )
+                .values(dispatched_at=now, dispatch_count=ChunkRow.dispatch_count + 1)
+                .returning(ChunkRow.run_id, ChunkRow.id)
+            ).all()
+            chunks.update((run_id, chunk_id) for run_id, chunk_id in waiting)
             held = conn.execute(
                 update(RunRow)
                 .where(RunRow.worker_id == worker_id, RunRow.state.in_(active))
