@@ -710,6 +710,32 @@ class TestPlanning:
         assert run_of(ledger, run_id).state is RunState.PLANNING
         assert dispatcher.count("reverse_chunk") >= 1
 
+    def test_a_permanent_error_while_planning_fails_the_run_and_retry_resumes_it(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        ledger: SqlLedger,
+    ) -> None:
+        run_id = start(ctx, options, provider)
+        provider.fail("invoice.list", "7", ProviderRefused("page refused", operation="invoice.list"))
+        dispatcher.deliver(ctx, clock=clock)
+
+        run = run_of(ledger, run_id)
+        assert (run.state, run.reason_code) == (RunState.FAILED, ReasonCode.PLANNING_FAILED)
+        assert "planning stopped: page refused" in (run.reason or "")
+
+        clock.advance(1)
+        runs.retry_run(ctx, run_id)
+        dispatcher.deliver(ctx, clock=clock)
+
+        # The chunk dispatched before planning stopped was sent again, not left to the reconciler.
+
+        assert sum(ledger.item_counts(run_id).values()) == 25
+        assert run_of(ledger, run_id).state is RunState.COMPLETED
+
     def test_a_dry_run_writes_nothing_to_the_platform(
         self, ctx: Context, provider: FakeProvider, options: RunOptions, ledger: SqlLedger
     ) -> None:
