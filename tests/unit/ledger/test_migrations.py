@@ -49,92 +49,79 @@ STARTED = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 # The tables as revision 0002 left them (only what the rows below fill).
 _metadata = sa.MetaData()
-_runs = sa.Table(
+
+
+def _old_table(name: str, **columns: Any) -> sa.Table:
+    return sa.Table(name, _metadata, *(sa.Column(column, kind) for column, kind in columns.items()))
+
+
+_runs = _old_table(
     "runs",
-    _metadata,
-    *(
-        sa.Column(name, kind)
-        for name, kind in {
-            "id": sa.String,
-            "provider": sa.String,
-            "original_key": sa.String,
-            "party_id": sa.String,
-            "guard_key": sa.String,
-            "state": sa.String,
-            "reason_code": sa.String,
-            "reason": sa.Text,
-            "options": sa.JSON,
-            "original_log": sa.JSON,
-            "tracking_log_key": sa.String,
-            "tracking_log_created": sa.Boolean,
-            "planned": sa.Boolean,
-            "plan_offset": sa.Integer,
-            "plan_count": sa.Integer,
-            "invoice_count": sa.Integer,
-            "rebill_phase": sa.String,
-            "rebill_sent_at": UtcDateTime,
-            "rebill_task_id": sa.String,
-            "rebill_log_key": sa.String,
-            "known_log_keys": sa.JSON,
-            "batch_id": sa.String,
-            "batch_posted": sa.Boolean,
-            "last_status": sa.Integer,
-            "last_status_change_at": UtcDateTime,
-            "created_at": UtcDateTime,
-            "updated_at": UtcDateTime,
-            "finished_at": UtcDateTime,
-        }.items()
-    ),
+    id=sa.String,
+    provider=sa.String,
+    original_key=sa.String,
+    party_id=sa.String,
+    guard_key=sa.String,
+    state=sa.String,
+    reason_code=sa.String,
+    reason=sa.Text,
+    options=sa.JSON,
+    original_log=sa.JSON,
+    tracking_log_key=sa.String,
+    tracking_log_created=sa.Boolean,
+    planned=sa.Boolean,
+    plan_offset=sa.Integer,
+    plan_count=sa.Integer,
+    invoice_count=sa.Integer,
+    rebill_phase=sa.String,
+    rebill_sent_at=UtcDateTime,
+    rebill_task_id=sa.String,
+    rebill_log_key=sa.String,
+    known_log_keys=sa.JSON,
+    batch_id=sa.String,
+    batch_posted=sa.Boolean,
+    last_status=sa.Integer,
+    last_status_change_at=UtcDateTime,
+    created_at=UtcDateTime,
+    updated_at=UtcDateTime,
+    finished_at=UtcDateTime,
 )
-_chunks = sa.Table(
+_chunks = _old_table(
     "chunks",
-    _metadata,
-    *(
-        sa.Column(name, kind)
-        for name, kind in {
-            "id": sa.Integer,
-            "run_id": sa.String,
-            "seq": sa.Integer,
-            "state": sa.String,
-            "size": sa.Integer,
-            "sealed": sa.Boolean,
-            "dispatch_count": sa.Integer,
-            "deliveries": sa.Integer,
-        }.items()
-    ),
+    id=sa.Integer,
+    run_id=sa.String,
+    seq=sa.Integer,
+    state=sa.String,
+    size=sa.Integer,
+    sealed=sa.Boolean,
+    dispatch_count=sa.Integer,
+    deliveries=sa.Integer,
 )
-_items = sa.Table(
+_items = _old_table(
     "items",
-    _metadata,
-    *(
-        sa.Column(name, kind)
-        for name, kind in {
-            "run_id": sa.String,
-            "chunk_id": sa.Integer,
-            "invoice_id": sa.String,
-            "invoice_number": sa.BigInteger,
-            "accounting_method": sa.Integer,
-            "party_id": sa.String,
-            "party_name": sa.String,
-            "amount": Money,
-            "balance": Money,
-            "state": sa.String,
-            "reason": sa.Text,
-            "attempts": sa.Integer,
-            "claims_total": sa.Integer,
-            "settled_by_read": sa.Boolean,
-            "updated_at": UtcDateTime,
-        }.items()
-    ),
+    run_id=sa.String,
+    chunk_id=sa.Integer,
+    invoice_id=sa.String,
+    invoice_number=sa.BigInteger,
+    accounting_method=sa.Integer,
+    party_id=sa.String,
+    party_name=sa.String,
+    amount=Money,
+    balance=Money,
+    state=sa.String,
+    reason=sa.Text,
+    attempts=sa.Integer,
+    claims_total=sa.Integer,
+    settled_by_read=sa.Boolean,
+    updated_at=UtcDateTime,
 )
-_status_events = sa.Table(
+_status_events = _old_table(
     "status_events",
-    _metadata,
-    sa.Column("run_id", sa.String),
-    sa.Column("billing_log_key", sa.String),
-    sa.Column("status", sa.Integer),
-    sa.Column("observed_at", UtcDateTime),
-    sa.Column("note", sa.Text),
+    run_id=sa.String,
+    billing_log_key=sa.String,
+    status=sa.Integer,
+    observed_at=UtcDateTime,
+    note=sa.Text,
 )
 
 _OLD_OPTIONS = {
