@@ -41,8 +41,16 @@ def test_the_dispatch_window_lets_a_run_use_every_slot(cap: int, window: int | N
     assert load_settings(imis_max_concurrency=cap, dispatch_window=window).chunks_in_broker("imis") == expected
 
 
-def test_a_lease_shorter_than_a_write_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lease_shorter_than_a_write_of_a_configured_provider_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REBILL_LEASE_SECONDS", "20")
     monkeypatch.setenv("REBILL_IMIS_TIMEOUT_SECONDS", "30")
+    assert load_settings(imis_base_url=None).lease_seconds == 20  # iMIS is not configured: nothing to outlive
+
+    configured = {"imis_base_url": "https://imis.example.org", "imis_username": "rebill", "imis_password": "pw"}
     with pytest.raises(ConfigurationError, match=r"REBILL_LEASE_SECONDS \(20\) must exceed twice REBILL_IMIS_TIMEOUT"):
-        load_settings()
+        load_settings(**configured)
+
+
+def test_a_worker_is_declared_dead_only_after_missing_two_heartbeats() -> None:
+    with pytest.raises(ConfigurationError, match=r"REBILL_WORKER_DEAD_AFTER_SECONDS \(5\) must be at least twice"):
+        load_settings(heartbeat_seconds=3, worker_dead_after_seconds=5)
