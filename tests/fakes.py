@@ -476,15 +476,15 @@ class FakeProvider:
         if not candidates:
             return ScheduledSelection(None, reason=f"no billing found for cycle {cycle!r}")
         latest = max(candidates, key=lambda billing: billing.billed_on)
-        for other in billings:
-            if other.rebill_of == latest.key and other.closed:
-                return ScheduledSelection(
-                    None,
-                    key=latest.key,
-                    reason=f"billing {latest.key} was already reverse-and-rebilled on the platform: "
-                    f"billing {other.key} rebills it",
-                )
-        return ScheduledSelection({"billing": latest.key}, key=latest.key)
+        done = next(
+            (
+                f"billing {latest.key} was already reverse-and-rebilled on the platform: billing {other.key} rebills it"
+                for other in billings
+                if other.rebill_of == latest.key and other.closed
+            ),
+            None,
+        )
+        return ScheduledSelection({"billing": latest.key}, key=latest.key, done_on_platform=done)
 
     def summarize(self, run: Run) -> Mapping[str, Any]:
         return {"billing": run.selection.selector["billing"], "job": run.provider_state.get("job")}
@@ -503,12 +503,13 @@ class FakeBulkProvider(FakeProvider):
     reversal_batches: dict[str, list[str]] = field(default_factory=dict)
 
     @staticmethod
-    def batch_code(run_id: str, chunk_id: int | None) -> str:
-        """Deterministic, so a batch whose reply was lost is found again by reading."""
-        return f"rr-{run_id}-{chunk_id}"
+    def batch_code(run_id: str, chunk_seq: int | None) -> str:
+        """Named after the chunk's number in the run, so a batch whose reply was lost is found by reading."""
+        assert chunk_seq is not None, "the core numbers the items of a whole-chunk unit"
+        return f"rr-{run_id}-{chunk_seq}"
 
     def settle(self, run: Run, items: Sequence[Item]) -> Mapping[int, ItemOutcome]:
-        code = self.batch_code(run.id, items[0].chunk_id)
+        code = self.batch_code(run.id, items[0].chunk_seq)
         with self._call("chunk.get", code):
             reversed_ids = set(self.reversal_batches.get(code, ()))
         return {
@@ -520,7 +521,7 @@ class FakeBulkProvider(FakeProvider):
         }
 
     def apply(self, run: Run, prepared: Prepared) -> Mapping[int, ItemOutcome]:
-        code = self.batch_code(run.id, prepared.send[0].chunk_id)
+        code = self.batch_code(run.id, prepared.send[0].chunk_seq)
         ids = [item.invoice.invoice_id for item in prepared.send]
         with self._call("chunk.reverse", code):
             if any(self.invoices[invoice_id].reversals for invoice_id in ids):

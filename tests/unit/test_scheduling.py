@@ -176,6 +176,21 @@ def test_a_billing_rebilled_on_the_platform_is_skipped(
     assert "already reverse-and-rebilled on the platform: billing 2026-11-rebill rebills it" in (firing.reason or "")
 
 
+def test_the_ledger_is_asked_before_the_platform(
+    ctx: Context, firings: SqlFiringLog, options: RunOptions, provider: FakeProvider, ledger: SqlLedger
+) -> None:
+    # Given a billing rebilled by a run of rebill, which the platform also shows as rebilled
+    first = fire(ctx, firings, options)
+    ledger.transition(first.run_id or "", from_states={RunState.PLANNING}, to=RunState.COMPLETED, now=ctx.clock())
+    provider.billings["2026-11-rebill"] = FakeBilling("2026-11-rebill", rebill_of=BILLING)
+
+    later = fire(ctx, firings, options, slot=SLOT + timedelta(days=31))
+
+    # Then the reason names our run, not merely what the platform shows
+    assert later.outcome is FiringOutcome.SKIPPED
+    assert f"by run {first.run_id} (COMPLETED)" in (later.reason or "")
+
+
 def test_the_firing_runs_what_the_provider_chose(
     ctx: Context, firings: SqlFiringLog, options: RunOptions, provider: FakeProvider, ledger: SqlLedger
 ) -> None:
