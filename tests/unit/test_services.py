@@ -22,7 +22,7 @@ from orchestrator.domain.errors import (
 )
 from orchestrator.domain.run import Item, ItemOutcome, ItemState, ReasonCode, Run, RunOptions, RunState, StepPhase
 from orchestrator.services import follow_up, planning, reconciler, reports, reversal, runs
-from orchestrator.services.context import Context
+from orchestrator.services.context import Context, WorkerIdentity
 from orchestrator.services.ports import FinishedItem
 from tests.fakes import (
     BILLING,
@@ -353,6 +353,40 @@ class TestClaims:
 
         assert outcomes[slow.id].state is ItemState.IN_FLIGHT
         assert world.provider.reversals() == {}
+        assert world.provider.calls["invoice.reverse"] == 0
+
+    def test_a_frozen_worker_whose_claims_were_taken_over_never_sends_when_it_wakes(self, world: World) -> None:
+        # Given worker w1, which claimed an item with a long lease and then froze: no heartbeat since
+        dead_after = world.ctx.runtime.worker_dead_after_seconds
+        monotonic = [0.0]
+        world.ctx.worker = WorkerIdentity("w1", clock=lambda: monotonic[0])
+        world.ctx.worker.beaten()
+        world.ledger.beat("w1", host="host-1", pid=101, now=world.clock())
+        run_id = world.start()
+        chunk_id = world.first_chunk(run_id)
+        lease_until = world.clock.now + timedelta(minutes=10)  # far past the write budget: only liveness can tell
+        [frozen] = world.ledger.claim_items(
+            chunk_id, owner="w1/1/a", now=world.clock(), lease_until=lease_until, limit=1
+        )
+        monotonic[0] += dead_after
+        world.clock.advance(dead_after + 1)
+
+        # When another worker declares it dead and takes its item over
+        silent_since = world.clock.now - timedelta(seconds=dead_after)
+        assert world.ledger.declare_dead(silent_since=silent_since, now=world.clock()) == ["w1"]
+        assert world.ledger.release_worker("w1", now=world.clock()).claims == 1
+        world.clock.advance(1)
+        [taken] = world.ledger.claim_items(
+            chunk_id, owner="w2/1/b", now=world.clock(), lease_until=world.clock.now + world.ctx.runtime.lease, limit=1
+        )
+        assert taken.id == frozen.id
+
+        # Then w1, waking with a lease that looks good, asks the ledger first and sends nothing
+        outcomes = reversal.work_unit(
+            world.ctx, world.provider, world.run(run_id), [frozen], owner="w1/1/a", lease_until=lease_until
+        )
+
+        assert outcomes[frozen.id].state is ItemState.IN_FLIGHT
         assert world.provider.calls["invoice.reverse"] == 0
 
     def test_claims_take_a_batch_in_id_order_and_never_the_same_item_twice(self, world: World) -> None:
@@ -732,7 +766,7 @@ class TestChunkProvider:
         chunk_ids = {item.chunk_id for item in reversed_items if item.chunk_id is not None}
         assert len(chunk_ids) == 4
         for chunk_id in chunk_ids:
-            code = FakeBulkProvider.batch_code(run_id, chunk_id)
+            code = FakeBulkProvider.batch_code(run_id, world.ledger.chunk_seq(chunk_id))
             chunk = world.chunk(run_id, chunk_id)
             assert {item.result_ref for item in chunk} == {code}
             assert all(item.attempts == 1 for item in chunk)
@@ -740,7 +774,7 @@ class TestChunkProvider:
     def test_a_chunk_claimed_before_is_settled_by_reading_its_batch(self, world: World) -> None:
         run_id = world.start(provider=world.bulk)
         chunk_id = world.first_chunk(run_id)
-        code = FakeBulkProvider.batch_code(run_id, chunk_id)
+        code = FakeBulkProvider.batch_code(run_id, world.ledger.chunk_seq(chunk_id))
         world.bulk.applied_then_lost("chunk.reverse", code, ProviderTimeout("timeout", may_have_applied=True))
         world.deliver()
 
@@ -754,7 +788,7 @@ class TestChunkProvider:
     def test_a_transient_error_puts_every_item_of_the_chunk_back_to_wait(self, world: World) -> None:
         run_id = world.start(provider=world.bulk)
         chunk_id = world.first_chunk(run_id)
-        code = FakeBulkProvider.batch_code(run_id, chunk_id)
+        code = FakeBulkProvider.batch_code(run_id, world.ledger.chunk_seq(chunk_id))
         world.bulk.fail("chunk.reverse", code, ProviderUnavailable("503"))
 
         reversal.process_chunk(world.ctx, run_id, chunk_id)
