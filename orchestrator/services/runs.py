@@ -101,6 +101,9 @@ def retry_run(ctx: Context, run_id: str, *, asked: Mapping[str, Any] | None = No
         return RetryResult(f"run {run.id}: sending the rebill again (it was refused before)", True)
     if code is ReasonCode.PLANNING_FAILED:
         ctx.ledger.transition(run.id, from_states={run.state}, to=RunState.PLANNING, now=now)
+        # Chunks dispatched before planning stopped found the run stopped and were dropped: send them again.
+        for chunk_id in ctx.ledger.stale_chunks(run.id, now=now, quiet_since=now):
+            ctx.dispatcher.reverse_chunk(run.id, chunk_id)
         ctx.dispatcher.plan(run.id)
         return RetryResult(f"run {run.id}: planning resumes where it stopped", True)
     if code is ReasonCode.BILLING_FAILED:

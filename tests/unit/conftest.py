@@ -5,21 +5,27 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.adapters.ledger.database import create_engines, migrate
+from orchestrator.adapters.ledger.database import LedgerEngines, create_engines, migrate
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.run import RunOptions
 from orchestrator.services.context import CallRecorder, Context, Runtime
-from tests.fakes import FakeClock, FakeDispatcher, FakeProvider
+from tests.fakes import FakeBulkProvider, FakeClock, FakeDispatcher, FakeProvider, FakeProviders
 from tests.support.databases import backends, database_url
 
 
 @pytest.fixture(params=backends())
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlLedger]:
+def engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerEngines]:
+    """A migrated ledger database of its own: SQLite, and PostgreSQL when configured."""
     with database_url(request.param, tmp_path) as url:
-        engines = create_engines(url)
-        migrate(engines)
-        yield SqlLedger(engines.read, write_engine=engines.write)
-        engines.dispose()
+        created = create_engines(url)
+        migrate(created)
+        yield created
+        created.dispose()
+
+
+@pytest.fixture
+def ledger(engines: LedgerEngines) -> SqlLedger:
+    return SqlLedger(engines.read, write_engine=engines.write)
 
 
 @pytest.fixture
@@ -28,8 +34,23 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def provider() -> FakeProvider:
-    return FakeProvider()
+def recorder() -> CallRecorder:
+    return CallRecorder()
+
+
+@pytest.fixture
+def provider(clock: FakeClock, recorder: CallRecorder) -> FakeProvider:
+    return FakeProvider(observer=recorder.record, now=clock)
+
+
+@pytest.fixture
+def bulk_provider(clock: FakeClock, recorder: CallRecorder) -> FakeBulkProvider:
+    return FakeBulkProvider(observer=recorder.record, now=clock)
+
+
+@pytest.fixture
+def providers(provider: FakeProvider, bulk_provider: FakeBulkProvider) -> FakeProviders:
+    return FakeProviders({provider.name: provider, bulk_provider.name: bulk_provider})
 
 
 @pytest.fixture
@@ -38,12 +59,14 @@ def dispatcher() -> FakeDispatcher:
 
 
 @pytest.fixture
-def ctx(ledger: SqlLedger, provider: FakeProvider, dispatcher: FakeDispatcher, clock: FakeClock) -> Context:
+def ctx(
+    ledger: SqlLedger, providers: FakeProviders, dispatcher: FakeDispatcher, recorder: CallRecorder, clock: FakeClock
+) -> Context:
     return Context(
         ledger=ledger,
-        provider=provider,
+        providers=providers,
         dispatcher=dispatcher,
-        recorder=CallRecorder(),
+        recorder=recorder,
         runtime=Runtime(lease_seconds=60, dispatch_window=4, lost_message_seconds=30, rebill_settle_seconds=20),
         clock=clock,
     )

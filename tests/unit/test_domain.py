@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from orchestrator.config import load_settings
-from orchestrator.domain.billing import AccountingMethod, BillingLogStatus, Invoice, SkipReason
-from orchestrator.domain.errors import ConfigurationError
-from orchestrator.domain.run import PollVerdict, RunMode, RunOptions, judge_poll, rebill_run_name, retry_delay
-
-
-def invoice(amount: str, balance: str, paid: str = "0", pending: str = "0") -> Invoice:
-    return Invoice("1", AccountingMethod.CASH, Decimal(amount), Decimal(balance), Decimal(paid), Decimal(pending))
-
-
-@pytest.mark.parametrize(
-    ("candidate", "reason"),
-    [
-        (invoice("95.00", "95.00"), None),
-        (invoice("95.00", "0.00", paid="95.00"), SkipReason.HAS_PAYMENT),
-        (invoice("95.00", "75.00", paid="20.00"), SkipReason.HAS_PAYMENT),
-        (invoice("95.00", "95.00", pending="10.00"), SkipReason.HAS_PENDING_PAYMENT),
-        (invoice("95.00", "0.00"), SkipReason.ZERO_BALANCE),
-        (invoice("0.00", "0.00"), SkipReason.ZERO_BALANCE),
-        (invoice("95.00", "80.00"), SkipReason.HAS_PAYMENT),  # a credit applied: not untouched
-    ],
+from orchestrator.domain.billing import Invoice
+from orchestrator.domain.run import (
+    Item,
+    ItemState,
+    Run,
+    RunOptions,
+    RunState,
+    Selection,
+    overlap_refusal,
+    retry_delay,
 )
-def test_only_open_invoices_with_no_payments_are_reversed(candidate: Invoice, reason: SkipReason | None) -> None:
-    assert candidate.skip_reason() is reason
+
+BILLING = "fake:2026-11"
 
 
 @pytest.mark.parametrize(
@@ -52,80 +41,129 @@ def test_retry_delay(attempt: int, retry_after: float | None, jitter_picks: str,
     assert retry_delay(attempt, base=1.0, cap=30.0, retry_after=retry_after, jitter=jitter) == expected
 
 
-S = BillingLogStatus
-
-
-@pytest.mark.parametrize(
-    ("status", "post", "posted", "quiet", "verdict"),
-    [
-        (S.COMPLETED, True, False, 0, PollVerdict.COMPLETED),
-        (S.REVERSING, True, False, 10, PollVerdict.KEEP_POLLING),
-        (S.PROCESSING, True, False, 10, PollVerdict.KEEP_POLLING),
-        (S.PENDING, True, False, 10, PollVerdict.KEEP_POLLING),
-        (S.UNPOSTED_BATCH, True, False, 0, PollVerdict.POST_BATCH),
-        (S.UNPOSTED_BATCH, False, False, 0, PollVerdict.NEEDS_ATTENTION),
-        (S.UNPOSTED_BATCH, True, True, 10, PollVerdict.KEEP_POLLING),
-        (S.FAILED, True, False, 0, PollVerdict.FAILED),
-        (S.BATCH_DELETED, True, False, 0, PollVerdict.FAILED),
-        (S.PROCESSING, True, False, 61, PollVerdict.STALLED),
-        (S.UNPOSTED_BATCH, True, True, 61, PollVerdict.STALLED),
-    ],
-)
-def test_judge_poll(status: S, post: bool, posted: bool, quiet: float, verdict: PollVerdict) -> None:
-    assert (
-        judge_poll(
-            status,
-            post_unposted_batch=post,
-            batch_already_posted=posted,
-            seconds_since_change=quiet,
-            stall_after_seconds=60,
-        )
-        is verdict
+def selection(party: str | None = None) -> Selection:
+    return Selection(
+        scope=BILLING,
+        guard_key=BILLING + (f":party:{party}" if party else ""),
+        label="billing 2026-11" + (f" for party {party}" if party else ""),
+        selector={"billing": "2026-11", **({"party_id": party} if party else {})},
+        whole=party is None,
     )
 
 
-def test_run_options_survive_the_ledger() -> None:
-    options = RunOptions(mode=RunMode.NATIVE, party_id="101", adjustment_date=date(2026, 4, 23), chunk_size=7)
-    assert RunOptions.from_json(options.to_json()) == options
+def run(
+    chosen: Selection, state: RunState = RunState.REVERSING, *, dry_run: bool = False, guard_held: bool = True
+) -> Run:
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    return Run(
+        id=f"run-{chosen.guard_key}-{state.value}",
+        provider="fake",
+        selection=chosen,
+        state=state,
+        options=RunOptions(dry_run=dry_run),
+        created_at=at,
+        updated_at=at,
+        guard_held=guard_held,
+    )
 
 
-def test_rebill_run_names_follow_the_seed_page() -> None:
-    assert rebill_run_name("Regular Membership Fees", None) == "Rebill: Regular Membership Fees"
-    assert rebill_run_name("Regular Membership Fees", "101") == "Rebill: Regular Membership Fees for 101"
+WHOLE, CONTACT, OTHER_CONTACT = selection(), selection("P1"), selection("P2")
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"),
+    ("new", "existing", "refusal"),
     [
-        ("REBILL_CHUNK_SIZE", "0"),
-        ("REBILL_IMIS_MAX_CONCURRENCY", "many"),
-        ("REBILL_IMIS_BASE_URL", "not a url"),
-        ("REBILL_LOG_FORMAT", "xml"),
+        (WHOLE, [], None),
+        (WHOLE, [run(CONTACT)], "already has a partial run run-fake:2026-11:party:P1-REVERSING"),
+        (WHOLE, [run(CONTACT, RunState.COMPLETED)], "a run of the whole would bill those members twice"),
+        (CONTACT, [run(WHOLE)], "is already taken by run run-fake:2026-11-REVERSING (REVERSING) for the whole"),
+        (CONTACT, [run(WHOLE, RunState.COMPLETED)], "for the whole of it"),
+        (WHOLE, [run(WHOLE, RunState.NEEDS_ATTENTION)], "already taken by run run-fake:2026-11-NEEDS_ATTENTION"),
+        (CONTACT, [run(CONTACT, RunState.FAILED)], "one billing is reversed and rebilled once"),
+        (CONTACT, [run(OTHER_CONTACT)], None),  # another member of the billing
+        (
+            WHOLE,
+            [run(CONTACT, dry_run=True), run(WHOLE, RunState.DRY_RUN, dry_run=True)],
+            None,
+        ),  # dry runs hold nothing
+        (WHOLE, [run(WHOLE, RunState.CANCELLED, guard_held=False)], None),
+        (CONTACT, [run(WHOLE, RunState.CANCELLED, guard_held=False)], None),
+        (CONTACT, [run(CONTACT, RunState.COMPLETED, guard_held=False)], None),  # a released guard holds nothing
+    ],
+    ids=[
+        "first",
+        "whole-beside-contact",
+        "whole-beside-finished-contact",
+        "contact-beside-whole",
+        "contact-beside-finished-whole",
+        "second-whole",
+        "same-contact",
+        "other-contact",
+        "beside-dry-runs",
+        "whole-after-cancelled",
+        "contact-after-cancelled-whole",
+        "contact-after-released",
     ],
 )
-def test_a_bad_setting_is_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(ConfigurationError, match=variable):
-        load_settings()
+def test_a_run_overlapping_another_of_its_scope_is_refused(
+    new: Selection, existing: list[Run], refusal: str | None
+) -> None:
+    found = overlap_refusal(new, existing)
+
+    if refusal is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert refusal in found
 
 
-def test_missing_tenant_settings_are_named() -> None:
-    with pytest.raises(ConfigurationError, match="REBILL_IMIS_BASE_URL, REBILL_IMIS_USERNAME, REBILL_IMIS_PASSWORD"):
-        load_settings(imis_base_url=None, imis_username=None, imis_password=None).require_imis()
+def test_run_options_survive_the_ledger_and_ignore_what_they_no_longer_know() -> None:
+    options = RunOptions(dry_run=True, allow_partial=True, chunk_size=7, poll_interval_seconds=0.5)
+    stored = options.to_json()
+
+    assert RunOptions.from_json(stored) == options
+    assert RunOptions.from_json({**stored, "mode": "native", "party_id": "101"}) == options
 
 
 @pytest.mark.parametrize(
-    ("cap", "window", "expected"),
-    [(4, None, 16), (8, None, 16), (24, None, 48), (24, 30, 30)],
-    ids=["default-cap", "cap-8", "cap-24-follows-the-cap", "set-explicitly"],
+    ("state", "final", "closed"),
+    [
+        (RunState.PLANNING, False, False),
+        (RunState.REVERSING, False, False),
+        (RunState.REBILLING, False, False),
+        (RunState.POLLING, False, False),
+        (RunState.NEEDS_ATTENTION, True, False),
+        (RunState.FAILED, True, False),
+        (RunState.STALLED, True, False),
+        (RunState.COMPLETED, True, True),
+        (RunState.CANCELLED, True, True),
+        (RunState.DRY_RUN, True, True),
+    ],
 )
-def test_the_dispatch_window_lets_a_run_use_every_slot(cap: int, window: int | None, expected: int) -> None:
-    # Each chunk in the broker has at most one call in flight: fewer chunks than slots would idle slots.
-    assert load_settings(imis_max_concurrency=cap, dispatch_window=window).chunks_in_broker() == expected
+def test_which_run_states_rest_and_which_are_closed_even_to_retry(state: RunState, final: bool, closed: bool) -> None:
+    assert (state.is_final, state.is_closed) == (final, closed)
 
 
-def test_a_lease_shorter_than_a_write_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REBILL_LEASE_SECONDS", "20")
-    monkeypatch.setenv("REBILL_IMIS_TIMEOUT_SECONDS", "30")
-    with pytest.raises(ConfigurationError, match=r"REBILL_LEASE_SECONDS \(20\) must exceed twice"):
-        load_settings()
+@pytest.mark.parametrize(
+    ("state", "terminal"),
+    [
+        (ItemState.PENDING, False),
+        (ItemState.IN_FLIGHT, False),
+        (ItemState.RETRY_WAIT, False),
+        (ItemState.REVERSED, True),
+        (ItemState.SKIPPED, True),
+        (ItemState.FAILED, True),
+        (ItemState.PREVIEWED, True),
+    ],
+)
+def test_which_item_states_are_terminal(state: ItemState, terminal: bool) -> None:
+    assert state.is_terminal is terminal
+
+
+@pytest.mark.parametrize(("claims", "before"), [(0, False), (1, False), (2, True), (5, True)])
+def test_an_item_claimed_more_than_once_may_have_been_acted_on(claims: int, before: bool) -> None:
+    item = Item(
+        1, "run", 1, Invoice("1001", Decimal("95.00"), Decimal("95.00")), ItemState.IN_FLIGHT, claims_total=claims
+    )
+
+    assert item.claimed_before is before

@@ -25,7 +25,7 @@ def exported_names(tmp_path: Path) -> set[str]:
     registry = CollectorRegistry()
     ApiMetrics(registry)
     registry.register(LedgerCollector(engines.read))
-    registry.register(TenantCollector(4, lambda: 1))
+    registry.register(TenantCollector({"imis": 4}, {"imis": lambda: 1}))
     registry.register(ScheduleCollector(lambda: load_schedule(OPS / "schedules.example.toml")))
     names = set()
     for family in registry.collect():

@@ -12,7 +12,6 @@ from celery.schedules import crontab
 from click.testing import CliRunner
 
 from orchestrator.adapters.schedules import CronTiming, EveryTiming, ScheduleFileError, parse_schedule
-from orchestrator.domain.run import RunMode
 from orchestrator.entrypoints.cli.main import CliState, cli
 
 GOOD = """\
@@ -39,9 +38,10 @@ def test_a_good_file_gives_each_schedule_its_timing_billing_and_options() -> Non
     schedule = parse_schedule(GOOD, "s.toml")
 
     regular = schedule.entries["regular-membership"]
-    assert regular.choice.cycle_name == "Regular Membership Fees"
-    assert regular.choice.run_name is None
-    assert regular.options == {"chunk_size": 100, "mode": RunMode.NATIVE}
+    assert regular.choice == {"cycle": "Regular Membership Fees", "run_name": None}
+    assert regular.provider == "imis"
+    assert regular.options == {"chunk_size": 100}  # the core's run options ...
+    assert regular.provider_options == {"mode": "native"}  # ... and the platform's own
     assert regular.line == 4
     # 06:00 London on the 1st: 06:00 UTC in winter, 05:00 UTC in summer
     after = datetime(2026, 2, 15, tzinfo=UTC)
@@ -51,7 +51,7 @@ def test_a_good_file_gives_each_schedule_its_timing_billing_and_options() -> Non
         datetime(2026, 5, 1, 5, tzinfo=UTC),
     ]
     chapter = schedule.entries["chapter"]
-    assert chapter.choice.run_name == "Chapter Dues 2025-10"
+    assert chapter.choice == {"cycle": "Chapter Dues", "run_name": "Chapter Dues 2025-10"}
     assert isinstance(chapter.timing, EveryTiming)
     assert chapter.timing.seconds == 86400
     assert [entry.name for entry in schedule.enabled] == ["regular-membership"]

@@ -77,7 +77,7 @@ class TestOperatorActions:
         ("state", "code", "rebill_sent", "commands"),
         [
             (RunState.NEEDS_ATTENTION, ReasonCode.FAILED_ITEMS, False, ["rebill retry R --wait", "rebill cancel R"]),
-            (RunState.NEEDS_ATTENTION, ReasonCode.UNPOSTED_BATCH, True, ["rebill retry R --wait"]),
+            (RunState.NEEDS_ATTENTION, ReasonCode.AWAITING_OPERATOR, True, ["rebill retry R --wait"]),
             (RunState.STALLED, ReasonCode.STALLED, True, ["rebill retry R --wait"]),
             (RunState.FAILED, ReasonCode.REBILL_REFUSED, False, ["rebill retry R --wait", "rebill cancel R"]),
             (RunState.FAILED, ReasonCode.BILLING_FAILED, True, ["rebill status R"]),

@@ -389,6 +389,16 @@ class ItemClaims(LedgerBase):
     def set_item_outcomes(self, run_id: str, outcomes: Sequence[tuple[int, ItemOutcome]], *, now: datetime) -> None:
         with self._write.begin() as conn:
             for item_id, outcome in outcomes:
+                kept = {
+                    name: value
+                    for name, value in (
+                        ("result_ref", outcome.result_ref),
+                        ("rebill_ref", outcome.rebill_ref),
+                        ("new_amount", outcome.new_amount),
+                        ("settled_by_read", outcome.settled_by_read or None),
+                    )
+                    if value is not None
+                }
                 conn.execute(
                     update(ItemRow)
                     .where(ItemRow.id == item_id, ItemRow.run_id == run_id)
@@ -396,17 +406,8 @@ class ItemClaims(LedgerBase):
                         state=outcome.state.value,
                         reason=outcome.reason,
                         last_error=outcome.error,
-                        settled_by_read=outcome.settled_by_read,
                         updated_at=now,
-                        **{
-                            name: value
-                            for name, value in (
-                                ("result_ref", outcome.result_ref),
-                                ("rebill_ref", outcome.rebill_ref),
-                                ("new_amount", outcome.new_amount),
-                            )
-                            if value is not None
-                        },
+                        **kept,
                     )
                 )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -82,13 +82,46 @@ def migrate(engines: LedgerEngines) -> None:
     """Bring the schema to the newest revision; safe when several processes start at once."""
     engine = engines.write
     try:
-        with _migration_lock(engine), engine.begin() as connection:
+        with (
+            _migration_lock(engine),
+            engine.connect() as connection,
+            _foreign_keys_off(connection),
+            connection.begin(),
+        ):
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            _check_foreign_keys(connection)
     except OperationalError as error:
         raise ConfigurationError(f"REBILL_DATABASE_URL: cannot reach the ledger database ({error.orig})") from None
+
+
+@contextmanager
+def _foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite only: a batch migration rebuilds a table by copying it and dropping the old one, and with
+    foreign keys on that drop deletes every row referring to it (ON DELETE CASCADE: a run's items,
+    chunks, steps, statuses). SQLite ignores this pragma inside a transaction, so it is set on the
+    driver's connection before the migration's transaction begins."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """SQLite only: the rebuilt tables still satisfy every foreign key (else the migration rolls back)."""
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise ConfigurationError(f"the ledger migration would break {len(broken)} reference(s), e.g. {broken[0]}")
 
 
 @contextmanager
