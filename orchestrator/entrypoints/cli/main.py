@@ -83,6 +83,13 @@ class CliState:
             self._container = Container(settings)
         return self._container
 
+    def reading_container(self) -> Container:
+        """The container of a command that only reads: a missing SQLite ledger is an error, never created."""
+        from orchestrator.entrypoints.cli.reading import require_ledger
+
+        require_ledger(self.container.settings)
+        return self.container
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
@@ -212,7 +219,7 @@ def status(state: CliState, run_id: str, as_json: bool) -> None:
     """A run's state, counts per item state, the platform's status history and steps."""
     from orchestrator.entrypoints.cli.output import print_status
 
-    ctx = state.container.context
+    ctx = state.reading_container().context
     found = runs.find_run(ctx, run_id)
     summary = reports.run_summary(ctx, found)
     if as_json:
@@ -228,7 +235,7 @@ def list_runs(state: CliState, limit: int) -> None:
     """The most recent runs."""
     from orchestrator.entrypoints.cli.output import print_runs
 
-    print_runs(state.container.ledger.list_runs(limit))
+    print_runs(state.reading_container().ledger.list_runs(limit))
 
 
 @cli.command()
@@ -268,18 +275,19 @@ def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
     opens without a network)."""
     from orchestrator.entrypoints.cli.output import write_report
 
+    container = state.reading_container()
     if fmt == "html":
         from orchestrator.entrypoints.cli.web import write_html_report
 
         if output is None:
-            write_html_report(state.container, run_id, sys.stdout)
+            write_html_report(container, run_id, sys.stdout)
             return
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", encoding="utf-8") as handle:
-            write_html_report(state.container, run_id, handle)
+            write_html_report(container, run_id, handle)
         click.echo(str(output))
         return
-    ctx = state.container.context
+    ctx = container.context
     found = runs.find_run(ctx, run_id)
     if output is None:
         write_report(ctx, found, fmt, sys.stdout)
