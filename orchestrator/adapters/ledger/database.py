@@ -50,7 +50,11 @@ def _parsed(url: str) -> URL:
     try:
         return make_url(url)
     except ArgumentError:
-        raise ConfigurationError(f"REBILL_DATABASE_URL is not a database URL: {url!r}") from None
+        # Not repeated: it may hold a password.
+        raise ConfigurationError(
+            "REBILL_DATABASE_URL is not a database URL such as postgresql+psycopg://rebill@db.internal/rebill "
+            "or sqlite:////var/lib/rebill/ledger.db"
+        ) from None
 
 
 def _sqlite_file(parsed: URL) -> Path | None:

@@ -12,6 +12,7 @@ import click
 from orchestrator.adapters.schedules import Schedule, ScheduleEntry, load_schedule
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError
+from orchestrator.entrypoints.cli import params
 from orchestrator.services.ports import ScheduleFiring
 
 
@@ -82,7 +83,7 @@ def check(path: Path | None) -> None:
 
 
 @schedule.command(name="list")
-@click.option("--count", type=click.IntRange(min=1, max=50), default=3, show_default=True, help="Next times shown.")
+@click.option("--count", type=params.BoundedInt(1, 50), default=3, show_default=True, help="Next times shown.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="Default: REBILL_SCHEDULE_FILE.")
 def list_schedules(count: int, as_json: bool, path: Path | None) -> None:
@@ -118,7 +119,7 @@ def list_schedules(count: int, as_json: bool, path: Path | None) -> None:
 
 @schedule.command()
 @click.argument("name", required=False)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=params.LISTED, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def history(name: str | None, limit: int, as_json: bool) -> None:
     """Recorded firings (newest first): the run each started, or why it was skipped."""
