@@ -32,8 +32,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from celery.schedules import crontab
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.domain import limits
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.domain.run import RunOptions
+from orchestrator.domain.user_input import quoted
 
 __all__ = [
     "CronTiming",
@@ -86,10 +88,10 @@ class CronTiming:
                 day_of_week=day_of_week,
             )
         except Exception as error:  # celery raises ValueError or its own ParseException
-            raise ValueError(f"invalid cron {expression!r}: {error}") from None
+            raise ValueError(f"invalid cron {quoted(expression)}: {error}") from None
         timing = cls(" ".join(fields), tz, spec)
         if timing.next_after(datetime(2000, 1, 1, tzinfo=UTC)) is None:
-            raise ValueError(f"cron {expression!r} never fires (no such date)")
+            raise ValueError(f"cron {quoted(expression)} never fires (no such date)")
         return timing
 
     def describe(self) -> str:
@@ -203,21 +205,25 @@ class Schedule:
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    party_id: str | None = None
+    party_id: Annotated[str, Field(max_length=limits.MAX_PARTY_ID_LENGTH)] | None = None
     dry_run: bool | None = None
     mode: Literal["orchestrated", "native"] | None = None
     tracking_log: bool | None = None
     allow_partial: bool | None = None
-    chunk_size: Annotated[int, Field(ge=1)] | None = None
-    max_attempts: Annotated[int, Field(ge=1)] | None = None
+    chunk_size: Annotated[int, Field(ge=1, le=limits.MAX_CHUNK_SIZE)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=limits.MAX_ATTEMPTS)] | None = None
     retry_backoff_seconds: Annotated[float, Field(gt=0)] | None = None
     retry_backoff_max_seconds: Annotated[float, Field(gt=0)] | None = None
     adjustment_reason: Annotated[str, Field(min_length=1)] | None = None
     do_not_cancel_membership: bool | None = None
     automatically_post_batch: bool | None = None
     post_unposted_batch: bool | None = None
-    poll_interval_seconds: Annotated[float, Field(ge=0.05)] | None = None
-    stall_after_seconds: Annotated[float, Field(ge=1)] | None = None
+    poll_interval_seconds: (
+        Annotated[float, Field(ge=limits.MIN_POLL_INTERVAL_SECONDS, le=limits.MAX_POLL_INTERVAL_SECONDS)] | None
+    ) = None
+    stall_after_seconds: (
+        Annotated[float, Field(ge=limits.MIN_STALL_AFTER_SECONDS, le=limits.MAX_STALL_AFTER_SECONDS)] | None
+    ) = None
 
 
 class _Entry(BaseModel):
@@ -264,7 +270,7 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {name!r} (use an IANA name such as Europe/London)") from None
+        raise ValueError(f"unknown timezone {quoted(name)} (use an IANA name such as Europe/London)") from None
 
 
 def duration(value: str | float) -> float:
@@ -273,7 +279,7 @@ def duration(value: str | float) -> float:
     else:
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a duration such as 30s, 15m, 2h or 1d")
+            raise ValueError(f"{quoted(value)} is not a duration such as 30s, 15m, 2h or 1d")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds < 1:
         raise ValueError("an interval shorter than 1 s is not a schedule")
@@ -308,7 +314,7 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
         where = ".".join(loc) or "(file)"
         message = issue["msg"].removeprefix("Value error, ")
         if issue["type"] == "extra_forbidden":
-            message = f"unknown setting {loc[-1]!r}"
+            message = f"unknown setting {quoted(loc[-1])}"
         elif issue["type"] == "missing":
             message = f"{loc[-1]!r} is required"
         more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""

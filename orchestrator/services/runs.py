@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.domain.errors import RunRefused
 from orchestrator.domain.run import ACTIVE_RUN_STATES, ReasonCode, Run, RunState, StepPhase
+from orchestrator.domain.user_input import quoted
 from orchestrator.services.context import Context
 from orchestrator.services.ports import Settlement
 from orchestrator.services.progress import advance, dispatch_ready_chunks
@@ -18,7 +19,7 @@ def find_run(ctx: Context, run_id: str) -> Run:
     resolved = ctx.ledger.resolve_run_id(run_id.strip())
     run = ctx.ledger.get_run(resolved) if resolved else None
     if run is None:
-        raise RunRefused(f"no run {run_id[:40]!r} in this ledger (see `rebill runs`)")
+        raise RunRefused(f"no run {quoted(run_id)} in this ledger (see `rebill runs`)")
     return run
 
 

@@ -43,10 +43,12 @@ def free_port() -> int:
 
 @dataclass
 class KillableRedis:
-    """A broker with no persistence at all: killing it loses every queued message."""
+    """A broker we may kill. With no persistence (the default) a kill loses every queued message;
+    `persistent` keeps an append-only file synced on every write, so a restart finds all of it."""
 
     port: int
     directory: Path
+    persistent: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,7 +62,8 @@ class KillableRedis:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                "--appendonly", "yes" if self.persistent else "no",
+                "--appendfsync", "always",
                 "--dir", str(self.directory),
             ],
             stdout=subprocess.DEVNULL,
@@ -89,8 +92,9 @@ class KillableRedis:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[KillableRedis]:
-    server = KillableRedis(free_port(), tmp_path)
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KillableRedis]:
+    """Parametrize indirectly with True for a broker that keeps its data across a restart."""
+    server = KillableRedis(free_port(), tmp_path, persistent=getattr(request, "param", False))
     server.start()
     yield server
     server.kill()

@@ -1,5 +1,6 @@
 """Exactly-once under faults: killed workers, a lost broker, lost replies, a killed coordinator,
-a poisoned invoice, and two operators starting the same run.
+a poisoned invoice, two operators starting the same run, and the broker restarted while the run
+rebills or polls.
 
 Every scenario ends with every eligible invoice reversed exactly once, no second reversal even
 attempted, nothing paid touched, at most one rebill, and the run's ledger agreeing with the
@@ -324,3 +325,47 @@ def test_the_ledger_cut_off_and_refusing_connections_mid_run(broker: KillableRed
                 verify(stack, billing, run_id, "ledger connections terminated 3x, then refused for 20 s", cut=cut)
                 assert all(worker.alive() for worker in stack.workers)
     admin.dispose()
+
+
+@pytest.mark.parametrize(
+    ("broker", "phase"),
+    [(True, RunState.POLLING), (True, RunState.REBILLING), (False, RunState.REBILLING)],
+    indirect=["broker"],
+    ids=["with-data-while-polling", "with-data-while-rebilling", "empty-while-rebilling"],
+)
+def test_the_broker_restarted_while_rebilling_or_polling(chaos: Stack, broker: KillableRedis, phase: RunState) -> None:
+    """Workers holding a countdown message (the next poll, a throttled rebill) when the broker goes away
+    live on (they used to stop: orchestrator/adapters/broker/redis_transport.py), the rebill is sent
+    once, and polling resumes."""
+    chaos.state.faults.update(latency_ms=2, task_step_seconds=6)  # the BillingLog walks slowly: POLLING lasts
+    if phase is RunState.REBILLING:
+        # The tenant throttles the rebill until the broker is back: the run waits in REBILLING, its
+        # next attempt a countdown message held by the worker.
+        chaos.state.faults.update(p_429=1.0, retry_after_seconds=2, fault_operations=["TaskDefinition.execute"])
+    billing = chaos.seed(200)
+    chaos.start_worker()
+    run_id = start(chaos, billing, "--poll-interval", "1")
+    if phase is RunState.REBILLING:
+        wait_until(chaos, run_id, lambda run, _counts: run.state is phase and "429" in chaos.counters()["responses"])
+    else:
+        wait_until(chaos, run_id, lambda run, _counts: run.state is phase and run.last_status_change_at is not None)
+
+    broker.kill()
+    container = chaos.container()
+    state_when_killed = container.ledger.get_run(run_id).state  # type: ignore[union-attr]
+    container.close()
+    time.sleep(4.0)
+    broker.start()
+    chaos.state.faults.update(p_429=0.0, fault_operations=None)
+
+    assert state_when_killed is phase
+    chaos.wait_for(run_id, timeout=120)
+    assert all(worker.alive() for worker in chaos.workers)
+    data = "with" if broker.persistent else "without"
+    verify(
+        chaos,
+        billing,
+        run_id,
+        f"broker Redis killed while {phase.value}, restarted 4 s later {data} its data",
+        rebill_requests=chaos.counters()["requests"].get("TaskDefinition.execute", 0),
+    )

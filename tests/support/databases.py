@@ -53,3 +53,23 @@ def database_url(backend: str, directory: Path) -> Iterator[str]:
         return
     with scratch_postgres_schema(os.environ[POSTGRES_ENV]) as url:
         yield url
+
+
+def named_connections(url: str, application_name: str) -> str:
+    """`url` with its connections labelled in pg_stat_activity, so a test can find and cut them."""
+    labelled = make_url(url).update_query_dict({"application_name": application_name})
+    return labelled.render_as_string(hide_password=False)
+
+
+def terminate_connections(application_name: str) -> int:
+    """pg_terminate_backend on every connection with this label (REBILL_TEST_DATABASE_URL's server)."""
+    admin = create_engine(_psycopg(os.environ[POSTGRES_ENV]))
+    try:
+        with admin.begin() as conn:
+            ended = conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": application_name},
+            )
+            return len(ended.all())
+    finally:
+        admin.dispose()

@@ -90,6 +90,14 @@ class Stack:
     def container(self) -> Container:
         return Container(self.settings())
 
+    def create_ledger(self) -> None:
+        """As the first `rebill worker` or `rebill run` would (`rebill runs` and the like never create one)."""
+        container = self.container()
+        try:
+            container.ledger  # noqa: B018 - a cached property: building it creates and migrates the ledger
+        finally:
+            container.close()
+
     # --- processes ---
     def start_worker(self, concurrency: int = 8, **env: str) -> WorkerProcess:
         log = self.directory / f"worker-{len(self.workers)}.log"
@@ -167,6 +175,7 @@ def running_stack(backend: str, directory: Path, *, worker: bool = True, **env: 
             cleanup.callback(embedded.stop, directory / "data")
         base_env.update(env)
         stack = Stack(backend, directory, platforms, base_env)
+        stack.create_ledger()
         cleanup.callback(stack.stop_workers)
         if worker:
             stack.start_worker()

@@ -3,6 +3,7 @@ name metrics that rebill exports, and (where promtool is installed) the rules pa
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 import shutil
@@ -66,3 +67,18 @@ def test_alert_rules_pass_promtool() -> None:
             ["promtool", *command], cwd=OPS / "prometheus", capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("unit", sorted(p.name for p in (OPS / "systemd").glob("*.service")))
+def test_systemd_units_restart_a_rebill_command_forever(unit: str) -> None:
+    from orchestrator.entrypoints.cli.main import cli
+
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # keys as written (Restart, not restart)
+    parser.read_string((OPS / "systemd" / unit).read_text())
+    service = parser["Service"]
+    assert (service["Restart"], parser["Unit"]["StartLimitIntervalSec"]) == ("always", "0")
+    assert service["RestartSec"]
+    executable, command, *_ = service["ExecStart"].split()
+    assert executable.endswith("/rebill")
+    assert command in cli.commands

@@ -10,6 +10,8 @@ from typing import Any
 
 from celery import Celery
 
+from orchestrator.adapters.broker import redis_transport
+
 PLAN_RUN = "rebill.plan_run"
 REVERSE_CHUNK = "rebill.reverse_chunk"
 SUBMIT_REBILL = "rebill.submit_rebill"
@@ -36,6 +38,7 @@ def reconcile_entry(interval_seconds: float) -> dict[str, Any]:
 def celery_config(
     broker_url: str, *, queue: str, visibility_timeout_seconds: int, reconcile_interval_seconds: float
 ) -> dict[str, Any]:
+    redis_transport.install()  # every app of ours is configured here, before its first connection
     visibility = visibility_timeout_seconds
     return {
         "broker_url": broker_url,

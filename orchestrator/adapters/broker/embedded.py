@@ -65,7 +65,13 @@ def ensure_running(data_dir: Path, *, timeout: float = 15.0) -> EmbeddedRedis:
     server = locate(data_dir)
     if server.ping():
         return server
-    server.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        server.directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot create the embedded Redis's folder {server.directory} ({error.strerror}): "
+            "check REBILL_DATA_DIR, or set REBILL_BROKER_URL"
+        ) from None
     with open(server.directory / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if server.ping():

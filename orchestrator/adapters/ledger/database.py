@@ -13,12 +13,22 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, TimeoutError as PoolTimeoutError
 
 from orchestrator.domain.errors import ConfigurationError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+#: What reading the ledger raises while its database is away (restarting, refusing connections, or our
+#: connection cut): worth waiting out, unlike a bug. SQLAlchemy invalidates the pool on a lost connection,
+#: so the next read connects afresh.
+LEDGER_UNREACHABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
+def unreachable_reason(error: Exception) -> str:
+    """The database driver's own words, on one line (SQLAlchemy's text adds the statement and its parameters)."""
+    return " ".join(str(getattr(error, "orig", None) or error).split()) or type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -36,14 +46,40 @@ def default_sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'ledger.db').resolve()}"
 
 
-def create_engines(url: str) -> LedgerEngines:
+def _parsed(url: str) -> URL:
     try:
-        parsed = make_url(url)
+        return make_url(url)
     except ArgumentError:
-        raise ConfigurationError(f"REBILL_DATABASE_URL is not a database URL: {url!r}") from None
+        # Not repeated: it may hold a password.
+        raise ConfigurationError(
+            "REBILL_DATABASE_URL is not a database URL such as postgresql+psycopg://rebill@db.internal/rebill "
+            "or sqlite:////var/lib/rebill/ledger.db"
+        ) from None
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The file of a SQLite ledger; None for other databases and in-memory SQLite."""
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def require_existing_ledger(url: str, *, setting: str) -> None:
+    """For commands that only read: a SQLite ledger that is not there is an error, not one to create."""
+    path = _sqlite_file(_parsed(url))
+    if path is not None and not path.is_file():
+        raise ConfigurationError(
+            f"no ledger at {path} ({setting}): nothing has run with these settings; "
+            "point REBILL_DATABASE_URL or REBILL_DATA_DIR at your ledger"
+        )
+
+
+def create_engines(url: str) -> LedgerEngines:
+    parsed = _parsed(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_file(parsed)
+        if path is not None:
+            _make_folder(path.parent)
         return LedgerEngines(read=_sqlite_engine(url, immediate=False), write=_sqlite_engine(url, immediate=True))
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -55,6 +91,16 @@ def create_engines(url: str) -> LedgerEngines:
     except (ArgumentError, ModuleNotFoundError) as error:
         raise ConfigurationError(f"REBILL_DATABASE_URL cannot be used: {error}") from None
     return LedgerEngines(read=engine, write=engine)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot create the SQLite ledger's folder {folder} ({error.strerror}): "
+            "check REBILL_DATABASE_URL, or REBILL_DATA_DIR when it is unset"
+        ) from None
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:

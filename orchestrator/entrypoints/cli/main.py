@@ -19,6 +19,7 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.bootstrap import Container
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError, ProviderAuthError, ProviderError, RebillError
+from orchestrator.entrypoints.cli import params
 from orchestrator.entrypoints.cli.platform_options import (
     given,
     infer_platform,
@@ -32,10 +33,6 @@ from orchestrator.services import planning, reconciler, reports, runs
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_RUN_NOT_COMPLETED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_INTERNAL = 0, 1, 2, 130, 70
-
-#: Upper bounds of numeric options: past them a value is a typo, not a plan.
-MAX_CHUNK_SIZE = 10_000
-MAX_ATTEMPTS = 100
 
 
 class RebillGroup(click.Group):
@@ -83,6 +80,13 @@ class CliState:
             self._container = Container(settings)
         return self._container
 
+    def reading_container(self) -> Container:
+        """The container of a command that only reads: a missing SQLite ledger is an error, never created."""
+        from orchestrator.entrypoints.cli.reading import require_ledger
+
+        require_ledger(self.container.settings)
+        return self.container
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
@@ -108,21 +112,11 @@ def _run_options(fn: F) -> F:
     options = [
         click.option("--dry-run", is_flag=True, help="Plan and show what would be sent; no write call is made."),
         click.option("--allow-partial", is_flag=True, help="Rebill even if some invoices could not be reversed."),
+        click.option("--chunk-size", type=params.CHUNK_SIZE, help="Invoices per reversal task."),
+        click.option("--max-attempts", type=params.ATTEMPTS, help="Attempts per invoice on transient errors."),
+        click.option("--poll-interval", type=params.POLL_INTERVAL_SECONDS, help="Seconds between status reads."),
         click.option(
-            "--chunk-size", type=click.IntRange(min=1, max=MAX_CHUNK_SIZE), help="Invoices per reversal task."
-        ),
-        click.option(
-            "--max-attempts",
-            type=click.IntRange(min=1, max=MAX_ATTEMPTS),
-            help="Attempts per invoice on transient errors.",
-        ),
-        click.option(
-            "--poll-interval", type=click.FloatRange(min=0.05, max=3600), help="Seconds between status reads."
-        ),
-        click.option(
-            "--stall-after",
-            type=click.FloatRange(min=1, max=30 * 86400),
-            help="Seconds without a status change: STALLED.",
+            "--stall-after", type=params.STALL_AFTER_SECONDS, help="Seconds without a status change: STALLED."
         ),
     ]
     for option in reversed(options):
@@ -212,7 +206,7 @@ def status(state: CliState, run_id: str, as_json: bool) -> None:
     """A run's state, counts per item state, the platform's status history and steps."""
     from orchestrator.entrypoints.cli.output import print_status
 
-    ctx = state.container.context
+    ctx = state.reading_container().context
     found = runs.find_run(ctx, run_id)
     summary = reports.run_summary(ctx, found)
     if as_json:
@@ -222,13 +216,13 @@ def status(state: CliState, run_id: str, as_json: bool) -> None:
 
 
 @cli.command(name="runs")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=params.LISTED, default=20, show_default=True)
 @pass_state
 def list_runs(state: CliState, limit: int) -> None:
     """The most recent runs."""
     from orchestrator.entrypoints.cli.output import print_runs
 
-    print_runs(state.container.ledger.list_runs(limit))
+    print_runs(state.reading_container().ledger.list_runs(limit))
 
 
 @cli.command()
@@ -259,7 +253,7 @@ def cancel(state: CliState, run_id: str) -> None:
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=params.ShortChoice(["csv", "json", "html"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @pass_state
 def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
@@ -268,18 +262,19 @@ def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
     opens without a network)."""
     from orchestrator.entrypoints.cli.output import write_report
 
+    container = state.reading_container()
     if fmt == "html":
         from orchestrator.entrypoints.cli.web import write_html_report
 
         if output is None:
-            write_html_report(state.container, run_id, sys.stdout)
+            write_html_report(container, run_id, sys.stdout)
             return
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", encoding="utf-8") as handle:
-            write_html_report(state.container, run_id, handle)
+            write_html_report(container, run_id, handle)
         click.echo(str(output))
         return
-    ctx = state.container.context
+    ctx = container.context
     found = runs.find_run(ctx, run_id)
     if output is None:
         write_report(ctx, found, fmt, sys.stdout)
@@ -338,7 +333,7 @@ def reconcile(state: CliState) -> None:
 
 
 @cli.command()
-@click.option("--concurrency", type=click.IntRange(min=1), help="Threads (default REBILL_WORKER_CONCURRENCY).")
+@click.option("--concurrency", type=params.THREADS, help="Threads (default REBILL_WORKER_CONCURRENCY).")
 @click.option("--loglevel", help="Default: REBILL_LOG_LEVEL.")
 @click.option("--no-reconcile", is_flag=True, help="Leave recovery of lost work to other workers or beat.")
 @pass_state
@@ -367,9 +362,13 @@ def beat(state: CliState, loglevel: str | None) -> None:
 
 @cli.command()
 @click.option("--address", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--port", type=params.PORT, default=5555, show_default=True)
 @click.option(
-    "--max-tasks", type=click.IntRange(min=100), default=10_000, show_default=True, help="Tasks kept in memory."
+    "--max-tasks",
+    type=params.BoundedInt(100, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Tasks kept in memory.",
 )
 @pass_state
 def flower(state: CliState, address: str, port: int, max_tasks: int) -> None:
@@ -381,9 +380,7 @@ def flower(state: CliState, address: str, port: int, max_tasks: int) -> None:
 
 @cli.command()
 @click.option("--address", help="Default: REBILL_METRICS_ADDRESS.")
-@click.option(
-    "--port", type=click.IntRange(min=0, max=65535), default=9808, show_default=True, help="0: any free port."
-)
+@click.option("--port", type=params.PORT, default=9808, show_default=True, help="0: any free port.")
 @pass_state
 def metrics(state: CliState, address: str | None, port: int) -> None:
     """Prometheus /metrics from the ledger: runs by state, items and API calls per run, BillingLog status."""
@@ -400,9 +397,7 @@ def metrics(state: CliState, address: str | None, port: int) -> None:
 
 @cli.command()
 @click.option("--address", default="127.0.0.1", show_default=True)
-@click.option(
-    "--port", type=click.IntRange(min=0, max=65535), default=8050, show_default=True, help="0: any free port."
-)
+@click.option("--port", type=params.PORT, default=8050, show_default=True, help="0: any free port.")
 @click.option("--insecure-local", is_flag=True, help="Serve without REBILL_WEB_BASIC_AUTH; only on 127.0.0.1 or ::1.")
 @pass_state
 def web(state: CliState, address: str, port: int, insecure_local: bool) -> None:
@@ -447,10 +442,10 @@ _mount_simulators()
 
 
 @cli.command()
-@click.option("--invoices", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=20.0, show_default=True)
-@click.option("--seed", type=int, help="Simulator seed (default: a new billing every time).")
-@click.option("--workers", "concurrency", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--invoices", type=params.DEMO_INVOICES, default=2000, show_default=True)
+@click.option("--latency-ms", type=params.LATENCY_MS, default=20.0, show_default=True)
+@click.option("--seed", type=params.SEED, help="Simulator seed (default: a new billing every time).")
+@click.option("--workers", "concurrency", type=params.THREADS, default=8, show_default=True)
 def demo(invoices: int, latency_ms: float, seed: int | None, concurrency: int) -> None:
     """A whole reverse-and-rebill against the built-in iMIS simulator, with live progress."""
     from orchestrator.entrypoints.cli.demo import run_demo

@@ -21,6 +21,7 @@ import click
 from pydantic.fields import FieldInfo
 
 from orchestrator.adapters.providers.registry import PLATFORMS, Platform
+from orchestrator.entrypoints.cli import params
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,9 +50,9 @@ def _click_type(annotation: Any) -> tuple[Any, bool]:
         inner, _ = _click_type(typing.get_args(bare)[0])
         return inner, True
     if isinstance(bare, type) and issubclass(bare, enum.Enum):
-        return click.Choice([str(member.value) for member in bare]), False
+        return params.ShortChoice([str(member.value) for member in bare]), False
     if bare is date:
-        return click.DateTime(formats=["%Y-%m-%d"]), False
+        return params.ShortDate(), False
     if bare is Path:
         return click.Path(dir_okay=False, path_type=Path), False
     if bare in (int, float, str):

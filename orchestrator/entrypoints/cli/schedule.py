@@ -12,6 +12,7 @@ import click
 from orchestrator.adapters.schedules import Schedule, ScheduleEntry, load_schedule
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError
+from orchestrator.entrypoints.cli import params
 from orchestrator.services.ports import ScheduleFiring
 
 
@@ -25,16 +26,16 @@ def _schedule(path: Path | None) -> Schedule:
 
 
 def _firing_log() -> Any:
-    """The recorded firings, or None when the ledger cannot be reached (the file is still shown)."""
+    """The recorded firings; ConfigurationError when the ledger is missing (never created here) or unreachable."""
     from orchestrator.adapters.ledger.database import create_engines, migrate
     from orchestrator.adapters.ledger.firings import SqlFiringLog
     from orchestrator.bootstrap import database_url
+    from orchestrator.entrypoints.cli.reading import require_ledger
 
-    try:
-        engines = create_engines(database_url(load_settings()))
-        migrate(engines)
-    except ConfigurationError:
-        return None
+    settings = load_settings()
+    require_ledger(settings)
+    engines = create_engines(database_url(settings))
+    migrate(engines)
     return SqlFiringLog(engines.read, write_engine=engines.write)
 
 
@@ -82,14 +83,17 @@ def check(path: Path | None) -> None:
 
 
 @schedule.command(name="list")
-@click.option("--count", type=click.IntRange(min=1, max=50), default=3, show_default=True, help="Next times shown.")
+@click.option("--count", type=params.BoundedInt(1, 50), default=3, show_default=True, help="Next times shown.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), help="Default: REBILL_SCHEDULE_FILE.")
 def list_schedules(count: int, as_json: bool, path: Path | None) -> None:
     """Each schedule: its cycle, which billing it takes, its next times and its last firing."""
     loaded = _schedule(path)
     now = datetime.now(UTC)
-    firings = _firing_log()
+    try:
+        firings = _firing_log()
+    except ConfigurationError:
+        firings = None  # the file is still shown
     rows = []
     for entry in loaded.entries.values():
         row = _entry_json(entry, loaded, now, count)
@@ -115,13 +119,11 @@ def list_schedules(count: int, as_json: bool, path: Path | None) -> None:
 
 @schedule.command()
 @click.argument("name", required=False)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=params.LISTED, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def history(name: str | None, limit: int, as_json: bool) -> None:
     """Recorded firings (newest first): the run each started, or why it was skipped."""
     firings = _firing_log()
-    if firings is None:
-        raise ConfigurationError("the ledger cannot be reached (REBILL_DATABASE_URL)")
     found = firings.recent_firings(schedule=name, limit=limit)
     if as_json:
         click.echo(json.dumps([_firing_json(f) for f in found], indent=2))

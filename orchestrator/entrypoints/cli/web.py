@@ -10,6 +10,7 @@ from typing import TextIO
 from orchestrator.adapters.ledger.views import SqlRunViews
 from orchestrator.bootstrap import Container
 from orchestrator.domain.errors import RunRefused
+from orchestrator.domain.user_input import quoted
 from orchestrator.entrypoints.web.app import create_app
 from orchestrator.entrypoints.web.auth import web_auth
 from orchestrator.entrypoints.web.pages import Pages
@@ -41,6 +42,6 @@ def write_html_report(container: Container, run_id: str, handle: TextIO) -> None
     resolved = pages.views.resolve(run_id)
     detail = pages.views.run(resolved) if resolved else None
     if detail is None:
-        raise RunRefused(f"no run {run_id[:40]!r} in this ledger (see `rebill runs`)")
+        raise RunRefused(f"no run {quoted(run_id)} in this ledger (see `rebill runs`)")
     for piece in pages.report(detail):
         handle.write(piece)

@@ -13,17 +13,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestrator.domain import limits
+from orchestrator.domain.user_input import quoted
+
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_ECHO = 40  # characters of a bad value echoed back in an error
 
 
 def parse_billing_log_key(value: str) -> str:
     """A BillingLogKey as iMIS stores it (lower-case GUID, braces dropped), or ValueError saying why."""
     key = value.strip().strip("{}")
     if not _GUID.match(key):
-        shown = value if len(value) <= _ECHO else value[:_ECHO] + "…"
         raise ValueError(
-            f"{shown!r} is not a BillingLogKey: expected a GUID such as a9f0db70-d684-481a-84cd-d8fa1cd8f404"
+            f"{quoted(value)} is not a BillingLogKey: expected a GUID such as a9f0db70-d684-481a-84cd-d8fa1cd8f404"
         )
     return key.lower()
 
@@ -39,7 +40,11 @@ class ImisSelector(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     billing_log: str = Field(description="BillingLogKey of the billing to reverse.")
-    party_id: str | None = Field(None, description="Single contact: reverse and rebill only this party's invoices.")
+    party_id: str | None = Field(
+        None,
+        max_length=limits.MAX_PARTY_ID_LENGTH,
+        description="Single contact: reverse and rebill only this party's invoices.",
+    )
 
     @field_validator("billing_log")
     @classmethod
