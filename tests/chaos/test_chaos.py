@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from orchestrator.domain.run import ItemState, ReasonCode, Run, RunState
-from simulators.imis.state import SeededBilling
+from simulators.imis.seeding import SeededBilling
 from tests.chaos.conftest import KillableRedis
 from tests.support.stack import Stack, assert_exactly_once
 

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from simulators.imis.state import (
+from simulators.imis.examples import (
     EXAMPLE_BATCH_ID,
     EXAMPLE_LEGACY_INVOICE_ID,
     EXAMPLE_ORIGINAL_KEY,
     EXAMPLE_PROGRESS_KEY,
-    ImisState,
 )
+from simulators.imis.state import ImisState
 from tests.simulators.helpers import CONTRACT_EXAMPLES, EXAMPLES, example
 
 OPEN_UNPAID = {"8158", "8159", "8163", "8164", "8165", EXAMPLE_LEGACY_INVOICE_ID}

@@ -7,17 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from simulators.imis.state import (
-    EXAMPLE_LEGACY_INVOICE_ID,
-    BadRequest,
-    Filter,
-    ImisState,
-    InvoiceAction,
-    LineAdjustment,
-    NotFound,
-    Refused,
-    SeededBilling,
-)
+from simulators.imis.commands import InvoiceAction, LineAdjustment
+from simulators.imis.errors import BadRequest, NotFound, Refused
+from simulators.imis.examples import EXAMPLE_LEGACY_INVOICE_ID
+from simulators.imis.filters import Filter
+from simulators.imis.seeding import SeededBilling
+from simulators.imis.state import ImisState
 
 WHEN = datetime(2026, 4, 23)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from simulators.imis import wire
-from simulators.imis.state import BadRequest
+from simulators.imis.errors import BadRequest
 from tests.simulators.helpers import example, execute, reversal, task
 
 
