@@ -13,7 +13,7 @@ import pytest
 from simulators.imis.examples import EXAMPLE_LEGACY_INVOICE_ID
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState
-from tests.simulators.helpers import PASSWORD, USERNAME, example, execute, get_token, reversal, task
+from tests.simulators.imis.helpers import PASSWORD, USERNAME, example, execute, get_token, reversal, task
 
 ORIGINAL = "a9f0db70-d684-481a-84cd-d8fa1cd8f404"
 

@@ -11,7 +11,7 @@ import pytest
 
 from simulators.imis import wire
 from simulators.imis.errors import BadRequest
-from tests.simulators.helpers import example, execute, reversal, task
+from tests.simulators.imis.helpers import example, execute, reversal, task
 
 
 def body(data: Any) -> bytes:

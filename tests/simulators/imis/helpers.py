@@ -18,8 +18,8 @@ from simulators.imis.faults import Faults
 USERNAME = "admin"
 PASSWORD = "secret"
 FAST = Faults(task_step_seconds=0.01)
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "seed_examples"
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "seed_examples"
 # Bodies we built per the contract (not copied from the seed pages) live apart from the verbatim ones.
 CONTRACT_EXAMPLES = Path(__file__).resolve().parent / "fixtures"
 

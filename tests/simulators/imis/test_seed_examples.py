@@ -21,7 +21,7 @@ from simulators.imis.examples import (
     EXAMPLE_PROGRESS_KEY,
 )
 from simulators.imis.state import ImisState
-from tests.simulators.helpers import CONTRACT_EXAMPLES, EXAMPLES, example
+from tests.simulators.imis.helpers import CONTRACT_EXAMPLES, EXAMPLES, example
 
 OPEN_UNPAID = {"8158", "8159", "8163", "8164", "8165", EXAMPLE_LEGACY_INVOICE_ID}
 LEFT_AS_IS = {"8160", "8161", "8162", "8166", "7002", "2317"}
