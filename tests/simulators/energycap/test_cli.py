@@ -8,7 +8,7 @@ import httpx
 from click.testing import CliRunner
 
 from orchestrator.entrypoints.cli.main import cli
-from tests.simulators.imis.helpers import start_simulator
+from tests.simulators.helpers import start_simulator
 
 
 def test_serves_the_seeded_period_until_sigterm() -> None:
