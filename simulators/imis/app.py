@@ -29,18 +29,10 @@ from simulators.common.http import (
     validation_details,
 )
 from simulators.imis import wire
-from simulators.imis.state import (
-    DEFAULT_CYCLE,
-    DEFAULT_EFFECTIVE_DATE,
-    REVERSAL_OPERATIONS,
-    BadRequest,
-    Conflict,
-    ImisState,
-    InvalidGrant,
-    NotFound,
-    Refused,
-    SimError,
-)
+from simulators.imis.commands import REVERSAL_OPERATIONS
+from simulators.imis.errors import BadRequest, Conflict, InvalidGrant, NotFound, Refused, SimError
+from simulators.imis.seeding import DEFAULT_CYCLE, DEFAULT_EFFECTIVE_DATE
+from simulators.imis.state import ImisState
 
 MAINTENANCE_PAGE = (
     b"<!DOCTYPE html><html><head><title>Service Unavailable</title></head><body>"

@@ -13,8 +13,9 @@ import click
 from pydantic import ValidationError
 
 from simulators.imis.faults import Faults
+from simulators.imis.seeding import DEFAULT_CYCLE
 from simulators.imis.server import SimulatorServer, serve
-from simulators.imis.state import DEFAULT_CYCLE, ImisState
+from simulators.imis.state import ImisState
 
 _PROBABILITY = click.FloatRange(0.0, 1.0)
 

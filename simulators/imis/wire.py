@@ -22,19 +22,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from simulators.common import http
-from simulators.imis.state import (
-    BadRequest,
-    Batch,
-    BillGeneration,
-    BillingLog,
-    Filter,
-    Invoice,
-    InvoiceAction,
-    LineAdjustment,
-    Party,
-    ReverseAction,
-    TaskRequest,
-)
+from simulators.imis.commands import BillGeneration, InvoiceAction, LineAdjustment, ReverseAction, TaskRequest
+from simulators.imis.entities import Batch, BillingLog, Invoice, Party
+from simulators.imis.errors import BadRequest
+from simulators.imis.filters import Filter
 
 # ------------------------------------------------------------------------------------------------
 # $type names

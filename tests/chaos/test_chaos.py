@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from orchestrator.domain.run import ItemState, ReasonCode, Run, RunState
-from simulators.imis.state import SeededBilling
+from simulators.imis.seeding import SeededBilling
 from tests.chaos.conftest import CHAOS_ENV, KillableRedis
 from tests.support.databases import POSTGRES_ENV, scratch_postgres_schema
 from tests.support.proxy import TcpProxy

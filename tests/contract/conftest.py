@@ -11,8 +11,9 @@ from pydantic import SecretStr
 
 from orchestrator.adapters.providers.imis import ImisApi, ImisClient
 from orchestrator.domain.billing import ApiCall
+from simulators.imis.seeding import SeededBilling
 from simulators.imis.server import SimulatorServer
-from simulators.imis.state import ImisState, SeededBilling
+from simulators.imis.state import ImisState
 
 USERNAME = "admin"
 PASSWORD = "secret-for-contract-tests"

@@ -33,7 +33,9 @@ from orchestrator.domain.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from simulators.imis.state import ACCRUAL, ImisState, SeededBilling
+from simulators.imis.entities import ACCRUAL
+from simulators.imis.seeding import SeededBilling
+from simulators.imis.state import ImisState
 
 TODAY = date(2025, 9, 9)
 

@@ -36,8 +36,9 @@ from orchestrator.adapters.providers.tenant_limit import (
 from orchestrator.bootstrap import Container
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ProviderNotFound, ProviderTimeout
+from simulators.imis.seeding import SeededBilling
 from simulators.imis.server import SimulatorServer
-from simulators.imis.state import ImisState, SeededBilling
+from simulators.imis.state import ImisState
 from tests.contract.conftest import PASSWORD, USERNAME
 from tests.support.databases import REDIS_ENV
 

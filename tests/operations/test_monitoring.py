@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.domain.run import Run, RunState
-from simulators.imis.state import SeededBilling
+from simulators.imis.seeding import SeededBilling
 from tests.operations.conftest import Deployment, Process, free_port, http_get
 from tests.support.polling import wait_until
 from tests.support.stack import PASSWORD

@@ -27,7 +27,8 @@ from orchestrator.bootstrap import Container
 from orchestrator.config import Settings, load_settings
 from orchestrator.domain.run import Run, RunState
 from orchestrator.entrypoints.cli.main import CliState, cli
-from simulators.imis.state import ImisState, SeededBilling
+from simulators.imis.seeding import SeededBilling
+from simulators.imis.state import ImisState
 from tests.support.databases import POSTGRES_ENV, REDIS_ENV, database_url
 from tests.support.platforms import SECRET, SIMULATED, Simulated, tuning
 

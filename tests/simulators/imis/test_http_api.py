@@ -10,9 +10,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from simulators.imis.examples import EXAMPLE_LEGACY_INVOICE_ID
 from simulators.imis.server import SimulatorServer
-from simulators.imis.state import EXAMPLE_LEGACY_INVOICE_ID, ImisState
-from tests.simulators.helpers import PASSWORD, USERNAME, example, execute, get_token, reversal, task
+from simulators.imis.state import ImisState
+from tests.simulators.imis.helpers import PASSWORD, USERNAME, example, execute, get_token, reversal, task
 
 ORIGINAL = "a9f0db70-d684-481a-84cd-d8fa1cd8f404"
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from simulators.imis import wire
-from simulators.imis.state import BadRequest
-from tests.simulators.helpers import example, execute, reversal, task
+from simulators.imis.errors import BadRequest
+from tests.simulators.imis.helpers import example, execute, reversal, task
 
 
 def body(data: Any) -> bytes:

@@ -15,7 +15,7 @@ import pytest
 
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState
-from tests.simulators.helpers import FAST, PASSWORD, USERNAME, get_token
+from tests.simulators.imis.helpers import FAST, PASSWORD, USERNAME, get_token
 
 
 @pytest.fixture(autouse=True)

@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from simulators.imis.state import (
+from simulators.imis.examples import (
     EXAMPLE_BATCH_ID,
     EXAMPLE_LEGACY_INVOICE_ID,
     EXAMPLE_ORIGINAL_KEY,
     EXAMPLE_PROGRESS_KEY,
-    ImisState,
 )
-from tests.simulators.helpers import CONTRACT_EXAMPLES, EXAMPLES, example
+from simulators.imis.state import ImisState
+from tests.simulators.imis.helpers import CONTRACT_EXAMPLES, EXAMPLES, example
 
 OPEN_UNPAID = {"8158", "8159", "8163", "8164", "8165", EXAMPLE_LEGACY_INVOICE_ID}
 LEFT_AS_IS = {"8160", "8161", "8162", "8166", "7002", "2317"}

@@ -10,7 +10,7 @@ import pytest
 
 from simulators.imis.server import SimulatorServer
 from simulators.imis.state import ImisState
-from tests.simulators.helpers import execute, get_token, reversal
+from tests.simulators.imis.helpers import execute, get_token, reversal
 
 REVERSAL_ONLY = ["Invoice.ProcessCashReversal"]
 

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from simulators.imis.cli import imis
 from simulators.imis.state import ImisState
-from tests.simulators.helpers import SimulatorProcess, get_token, start_simulator
+from tests.simulators.helpers import SimulatorProcess, start_simulator
+from tests.simulators.imis.helpers import get_token
 
 READY = "original BillingLogKey: "
 

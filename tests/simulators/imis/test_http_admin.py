@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from simulators.imis.state import ImisState
-from tests.simulators.helpers import reversal, task
+from tests.simulators.imis.helpers import reversal, task
 
 
 class TestCounters:

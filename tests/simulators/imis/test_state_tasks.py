@@ -8,25 +8,13 @@ from decimal import Decimal
 
 import pytest
 
+from simulators.imis.commands import BillGeneration, InvoiceAction, ReverseAction, TaskRequest
+from simulators.imis.entities import BATCH_DELETED, COMPLETED, FAILED, PROCESSING, REVERSING, UNPOSTED_BATCH
+from simulators.imis.errors import BadRequest, Conflict, Refused
 from simulators.imis.faults import Faults
-from simulators.imis.state import (
-    BATCH_DELETED,
-    COMPLETED,
-    FAILED,
-    PROCESSING,
-    REVERSING,
-    UNPOSTED_BATCH,
-    BadRequest,
-    BillGeneration,
-    Conflict,
-    Filter,
-    ImisState,
-    InvoiceAction,
-    Refused,
-    ReverseAction,
-    SeededBilling,
-    TaskRequest,
-)
+from simulators.imis.filters import Filter
+from simulators.imis.seeding import SeededBilling
+from simulators.imis.state import ImisState
 
 PROGRESS_KEY = "be2506c1-2324-4157-a1ae-bdba7a0dcbea"
 

@@ -9,19 +9,11 @@ from decimal import Decimal
 
 import pytest
 
-from simulators.imis.state import (
-    ACCRUAL,
-    CASH,
-    COMPLETED,
-    EXAMPLE_BATCH_ID,
-    EXAMPLE_LEGACY_INVOICE_ID,
-    EXAMPLE_ORIGINAL_KEY,
-    UNPOSTED_BATCH,
-    Conflict,
-    Filter,
-    ImisState,
-    Source,
-)
+from simulators.imis.entities import ACCRUAL, CASH, COMPLETED, UNPOSTED_BATCH, Source
+from simulators.imis.errors import Conflict
+from simulators.imis.examples import EXAMPLE_BATCH_ID, EXAMPLE_LEGACY_INVOICE_ID, EXAMPLE_ORIGINAL_KEY
+from simulators.imis.filters import Filter
+from simulators.imis.state import ImisState
 
 
 def _snapshot(state: ImisState, key: str) -> list[tuple[str, int, str, str, str, str]]:
