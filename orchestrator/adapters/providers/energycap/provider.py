@@ -223,7 +223,7 @@ class EnergyCapProvider:
         return Opening(
             selection=selection,
             options=asked.model_dump(mode="json"),
-            state=kept.model_dump(mode="json", exclude_none=True),
+            state=kept.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
         )
 
     def _open_period(self, period: int, codes: Sequence[str], *, read_all: bool) -> tuple[Selection, list[BillData]]:
