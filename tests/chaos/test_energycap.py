@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import pytest
 from orchestrator.domain.run import ItemState, Run, RunState
 from simulators.energycap import SeededPeriod
 from tests.chaos.conftest import KillableRedis
-from tests.chaos.test_chaos import wait_until
+from tests.chaos.test_chaos import kill_workers_at_random, waited_through_broker_loss
 from tests.support.energycap import assert_reversed_once, batches_of, energycap, imports_of, seed_period
 from tests.support.stack import Stack
 
@@ -105,13 +102,7 @@ def test_workers_killed_mid_chunk_three_times(chaos: Stack) -> None:
     chaos.start_worker()
     run_id = start(chaos, period, corrected)
 
-    moments = sorted(rng.uniform(0.05, 0.85) for _ in range(3))
-    for moment in moments:
-        target = int(moment * len(period.eligible_ids))
-        wait_until(chaos, run_id, lambda _run, counts, t=target: counts.get(ItemState.REVERSED, 0) >= t)
-        chaos.workers[-1].kill()
-        time.sleep(rng.uniform(0.0, 1.0))
-        chaos.start_worker()
+    moments = kill_workers_at_random(chaos, run_id, rng, eligible=len(period.eligible_ids))
 
     verify(
         chaos, period, run_id, "workers SIGKILLed 3 times", kill_moments=[round(m, 2) for m in moments], rng_seed=seed
@@ -122,24 +113,9 @@ def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: Kil
     period, corrected = seed_period(chaos, 3000)
     energycap(chaos).faults.update(latency_ms=200)
     chaos.start_worker()
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.entrypoints.cli", *command(period, corrected, "--wait")],
-        env={**os.environ, **chaos.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    run_id = waiting.stdout.readline().strip()  # type: ignore[union-attr]
-    wait_until(chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= len(period.eligible_ids) // 3)
+    run_id = waited_through_broker_loss(chaos, broker, command(period, corrected), eligible=len(period.eligible_ids))
 
-    broker.kill()
-    time.sleep(1.0)
-    broker.restart_empty()
-
-    output, _ = waiting.communicate(timeout=300)
-    assert waiting.returncode == 0, output  # `rebill run --wait` followed the run through the outage
     verify(chaos, period, run_id, "broker Redis killed, restarted empty")
-    assert all(worker.alive() for worker in chaos.workers)
 
 
 def test_every_reply_of_reverse_and_import_lost(chaos: Stack) -> None:

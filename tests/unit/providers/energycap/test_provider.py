@@ -207,6 +207,19 @@ def reversed_run(provider: EnergyCapProvider, run: Run) -> tuple[Run, View]:
     return dataclasses.replace(run, state=RunState.REBILLING), View(items)
 
 
+def rebilling(provider: EnergyCapProvider, corrected: Path) -> tuple[Run, View]:
+    """A run of the period with its corrected bills, every chunk reversed."""
+    return reversed_run(provider, opened(provider, {"account_period": PERIOD}, {"rebill_file": str(corrected)}))
+
+
+def first_import(provider: EnergyCapProvider, corrected: Path, phase: StepPhase) -> tuple[Run, View, Step]:
+    """The import step `follow` decides first, as the ledger holds it once claimed (in `phase`)."""
+    run, view = rebilling(provider, corrected)
+    action = provider.follow(run, view).action
+    assert isinstance(action, Send)
+    return run, view, Step(run.id, action.key, action.kind, phase, NOW, request=dict(action.request))
+
+
 def follow(provider: EnergyCapProvider, run: Run, view: View) -> tuple[Run, Decision]:
     """What the core's follow-up does until the provider waits or finishes: keep its state and items,
     claim and send each step. Returns the run with its kept state, and the last decision."""
@@ -564,9 +577,7 @@ class TestFollow:
     def test_the_corrected_bills_are_imported_once_and_followed(
         self, provider: EnergyCapProvider, state: EnergyCapState, period: SeededPeriod, corrected: Path, clock: Clock
     ) -> None:
-        run, view = reversed_run(
-            provider, opened(provider, {"account_period": PERIOD}, {"rebill_file": str(corrected)})
-        )
+        run, view = rebilling(provider, corrected)
         run, decision = follow(provider, run, view)
         code = "RB-7F3A21C0-I1"
         assert isinstance(decision.action, Watch)
@@ -621,9 +632,7 @@ class TestFollow:
     ) -> None:
         lines = corrected.read_text().splitlines()
         corrected.write_text("\n".join(lines[:-1]) + "\n")  # the last eligible bill has no corrected row
-        run, view = reversed_run(
-            provider, opened(provider, {"account_period": PERIOD}, {"rebill_file": str(corrected)})
-        )
+        run, view = rebilling(provider, corrected)
         run, _ = follow(provider, run, view)
         clock.advance(IMPORT_SECONDS)
         run, decision = follow(provider, run, view)
@@ -639,9 +648,7 @@ class TestFollow:
         self, provider: EnergyCapProvider, state: EnergyCapState, period: SeededPeriod, corrected: Path, clock: Clock
     ) -> None:
         state.faults.update(p_kickout=0.2)  # a row's first import only
-        run, view = reversed_run(
-            provider, opened(provider, {"account_period": PERIOD}, {"rebill_file": str(corrected)})
-        )
+        run, view = rebilling(provider, corrected)
         run, _ = follow(provider, run, view)
         clock.advance(IMPORT_SECONDS)
         run, decision = follow(provider, run, view)
@@ -685,19 +692,7 @@ class TestFollow:
     def test_a_lost_import_reply_is_settled_by_reading_batch_and_task(
         self, provider: EnergyCapProvider, state: EnergyCapState, period: SeededPeriod, corrected: Path, clock: Clock
     ) -> None:
-        run, view = reversed_run(
-            provider, opened(provider, {"account_period": PERIOD}, {"rebill_file": str(corrected)})
-        )
-        decision = provider.follow(run, view)
-        assert isinstance(decision.action, Send)
-        step = Step(
-            run.id,
-            decision.action.key,
-            decision.action.kind,
-            StepPhase.SENDING,
-            NOW,
-            request=dict(decision.action.request),
-        )
+        run, _, step = first_import(provider, corrected, StepPhase.SENDING)
         state.faults.update(p_reply_lost=1.0, fault_operations=["import.bill"])
         with pytest.raises(ProviderError) as lost:
             provider.send_step(run, step)
@@ -712,19 +707,7 @@ class TestFollow:
     def test_an_import_that_did_not_apply_is_sent_again_under_the_same_code(
         self, provider: EnergyCapProvider, state: EnergyCapState, period: SeededPeriod, corrected: Path, clock: Clock
     ) -> None:
-        run, view = reversed_run(
-            provider, opened(provider, {"account_period": PERIOD}, {"rebill_file": str(corrected)})
-        )
-        decision = provider.follow(run, view)
-        assert isinstance(decision.action, Send)
-        step = Step(
-            run.id,
-            decision.action.key,
-            decision.action.kind,
-            StepPhase.UNKNOWN,
-            NOW,
-            request=dict(decision.action.request),
-        )
+        run, view, step = first_import(provider, corrected, StepPhase.UNKNOWN)
         state.faults.update(p_500=1.0, fault_operations=["import.bill"])
         with pytest.raises(ProviderError):
             provider.send_step(run, step)
@@ -744,19 +727,7 @@ class TestFollow:
     def test_an_import_code_in_use_is_settled_by_reading(
         self, provider: EnergyCapProvider, state: EnergyCapState, period: SeededPeriod, corrected: Path
     ) -> None:
-        run, view = reversed_run(
-            provider, opened(provider, {"account_period": PERIOD}, {"rebill_file": str(corrected)})
-        )
-        decision = provider.follow(run, view)
-        assert isinstance(decision.action, Send)
-        step = Step(
-            run.id,
-            decision.action.key,
-            decision.action.kind,
-            StepPhase.SENDING,
-            NOW,
-            request=dict(decision.action.request),
-        )
+        run, _, step = first_import(provider, corrected, StepPhase.SENDING)
         first = provider.send_step(run, step)  # lands; its reply is taken as lost, and it is sent once more
         again = provider.send_step(run, step)
         assert again == first
