@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.domain.run import ItemState, ReasonCode, Run, RunState
+from orchestrator.domain.run import Item, ItemState, ReasonCode, Run, RunState
 from simulators.imis.state import SeededBilling
 from tests.chaos.conftest import KillableRedis
 from tests.support.stack import Stack, assert_exactly_once
@@ -92,16 +92,20 @@ def waited_through_broker_loss(stack: Stack, broker: KillableRedis, args: list[s
     return run_id
 
 
+def ledger_record(stack: Stack, run_id: str) -> tuple[list[Item], dict[tuple[str, str], int]]:
+    """The run's items and its API calls counted by (operation, outcome), as the ledger holds them."""
+    container = stack.container()
+    try:
+        return list(container.ledger.iter_items(run_id)), container.ledger.call_counts(run_id)
+    finally:
+        container.close()
+
+
 def verify(stack: Stack, billing: SeededBilling, run_id: str, scenario: str, **observed: Any) -> None:
     """The invariants every scenario ends with, and the record of what was seen."""
     run = stack.wait_for(run_id, timeout=300)
     counters = assert_exactly_once(stack, billing, run)
-    container = stack.container()
-    try:
-        items = list(container.ledger.iter_items(run_id))
-        calls = container.ledger.call_counts(run_id)
-    finally:
-        container.close()
+    items, calls = ledger_record(stack, run_id)
     by_state: dict[ItemState, set[str]] = {}
     for item in items:
         by_state.setdefault(item.state, set()).add(item.invoice.invoice_id)

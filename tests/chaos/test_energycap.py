@@ -19,7 +19,7 @@ import pytest
 from orchestrator.domain.run import ItemState, Run, RunState
 from simulators.energycap import SeededPeriod
 from tests.chaos.conftest import KillableRedis
-from tests.chaos.test_chaos import kill_workers_at_random, waited_through_broker_loss
+from tests.chaos.test_chaos import kill_workers_at_random, ledger_record, waited_through_broker_loss
 from tests.support.energycap import assert_reversed_once, batches_of, energycap, imports_of, seed_period
 from tests.support.stack import Stack
 
@@ -58,12 +58,7 @@ def verify(stack: Stack, period: SeededPeriod, run_id: str, scenario: str, **obs
     [imported] = imports_of(counters, run)
     assert imported["rows"] == imported["created"] == len(period.eligible_ids)
     assert list(batches_of(counters, run, imports=True).values()) == [1]
-    container = stack.container()
-    try:
-        items = list(container.ledger.iter_items(run_id))
-        calls = container.ledger.call_counts(run_id)
-    finally:
-        container.close()
+    items, calls = ledger_record(stack, run_id)
     state = energycap(stack)
     reversed_items = [item for item in items if item.state is ItemState.REVERSED]
     assert {int(item.invoice.invoice_id) for item in reversed_items} == set(period.eligible_ids)
