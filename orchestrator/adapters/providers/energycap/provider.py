@@ -231,18 +231,7 @@ class EnergyCapProvider:
         after it); every bill when the corrected bills must be matched, else the first and the last."""
         label = f"account period {period}" + (f", accounts {', '.join(codes)}" if codes else "")
         selecting = _period_filter(period, codes)
-        if read_all:
-            bills = [
-                bill
-                for page in self._client.iter_bill_pages(selecting, page_size=self._page_size)
-                for bill in page.items
-            ]
-        else:
-            first = next(self._client.iter_bill_pages(selecting, page_size=1))
-            total = first.total_records if first.total_records is not None else len(first.items)
-            bills = first.items
-            if total > 1:
-                bills = bills + next(self._client.iter_bill_pages(selecting, page_size=1, start_page=total)).items
+        bills = self._all_bills(selecting) if read_all else self._first_and_last_bills(selecting)
         if not bills:
             raise RunRefused(f"EnergyCAP has no bills in {label}: nothing to reverse")
         scope = f"energycap:{period}"
@@ -259,6 +248,21 @@ class EnergyCapProvider:
             ),
             bills,
         )
+
+    def _all_bills(self, selecting: Filter) -> list[BillData]:
+        return [
+            bill for page in self._client.iter_bill_pages(selecting, page_size=self._page_size) for bill in page.items
+        ]
+
+    def _first_and_last_bills(self, selecting: Filter) -> list[BillData]:
+        """Two pages of one bill (the first and the last), or every page when the paging headers are missing."""
+        first = next(self._client.iter_bill_pages(selecting, page_size=1))
+        if first.total_pages is None:
+            return self._all_bills(selecting)
+        if first.total_pages <= first.page_number:
+            return first.items
+        last = self._client.iter_bill_pages(selecting, page_size=first.page_size, start_page=first.total_pages)
+        return first.items + next(last).items
 
     def _open_bill_ids(self, path: Path) -> tuple[Selection, list[BillData]]:
         """The file's ids, every one read: an id EnergyCAP does not know is refused naming its line."""

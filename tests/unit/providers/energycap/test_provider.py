@@ -270,6 +270,25 @@ class TestOpen:
         assert run.selection.selector == {"account_period": PERIOD, "up_to_bill_id": max(period.bill_ids)}
         assert run.provider_state == {}
 
+    def test_without_paging_headers_the_last_bill_is_found_by_reading_every_page(
+        self, state: EnergyCapState, period: SeededPeriod
+    ) -> None:
+        app = EnergyCapApp(state)
+
+        def without_totals(request: httpx.Request) -> httpx.Response:
+            served = app.handle(request)
+            headers = [(k, v) for k, v in served.headers.items() if not k.lower().startswith("total")]
+            return httpx.Response(served.status_code, headers=headers, content=served.content)
+
+        client = EnergyCapClient(
+            base_url=BASE_URL,
+            api_key=SecretStr(API_KEY),
+            transport=httpx.MockTransport(without_totals),
+            timeout=httpx.Timeout(5, connect=2),
+        )
+        run = opened(EnergyCapProvider(client, page_size=25), {"account_period": PERIOD})
+        assert run.selection.selector["up_to_bill_id"] == max(period.bill_ids)
+
     def test_accounts_hold_their_part_of_the_period(self, provider: EnergyCapProvider, period: SeededPeriod) -> None:
         codes = list(period.account_codes[:2])
         run = opened(provider, {"account_period": PERIOD, "account_code": codes})
