@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from orchestrator.domain.run import ItemState, ReasonCode, Run, RunState
+from orchestrator.domain.run import Item, ItemState, ReasonCode, Run, RunState
 from simulators.imis.seeding import SeededBilling
 from tests.chaos.conftest import CHAOS_ENV, KillableRedis
 from tests.support.databases import POSTGRES_ENV, scratch_postgres_schema
@@ -59,16 +59,60 @@ def wait_until(
         container.close()
 
 
+def reversed_at_least(count: int) -> Callable[[Run, dict[ItemState, int]], bool]:
+    return lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= count
+
+
+def kill_workers_at_random(stack: Stack, run_id: str, rng: random.Random, *, eligible: int) -> list[float]:
+    """SIGKILL the newest worker three times, each once a random share of the `eligible` items is
+    reversed, starting another after a random pause; the shares it struck at."""
+    moments = sorted(rng.uniform(0.05, 0.85) for _ in range(3))
+    for moment in moments:
+        wait_until(stack, run_id, reversed_at_least(int(moment * eligible)))
+        stack.workers[-1].kill()
+        time.sleep(rng.uniform(0.0, 1.0))
+        stack.start_worker()
+    return moments
+
+
+def waited_through_broker_loss(stack: Stack, broker: KillableRedis, args: list[str], *, eligible: int) -> str:
+    """`rebill ARGS --wait` in a process of its own, the broker killed and restarted empty once a third
+    of the `eligible` items is reversed: `--wait` follows the run through the outage, the workers live.
+    Returns the run id."""
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.entrypoints.cli", *args, "--wait"],
+        env={**os.environ, **stack.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run_id = waiting.stdout.readline().strip()  # type: ignore[union-attr]
+    wait_until(stack, run_id, reversed_at_least(eligible // 3))
+
+    broker.kill()
+    time.sleep(1.0)
+    broker.restart_empty()
+
+    output, _ = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, output
+    assert all(worker.alive() for worker in stack.workers)
+    return run_id
+
+
+def ledger_record(stack: Stack, run_id: str) -> tuple[list[Item], dict[tuple[str, str], int]]:
+    """The run's items and its API calls counted by (operation, outcome), as the ledger holds them."""
+    container = stack.container()
+    try:
+        return list(container.ledger.iter_items(run_id)), container.ledger.call_counts(run_id)
+    finally:
+        container.close()
+
+
 def verify(stack: Stack, billing: SeededBilling, run_id: str, scenario: str, **observed: Any) -> None:
     """The invariants every scenario ends with, and the record of what was seen."""
     run = stack.wait_for(run_id, timeout=300)
     counters = assert_exactly_once(stack, billing, run)
-    container = stack.container()
-    try:
-        items = list(container.ledger.iter_items(run_id))
-        calls = container.ledger.call_counts(run_id)
-    finally:
-        container.close()
+    items, calls = ledger_record(stack, run_id)
     by_state: dict[ItemState, set[str]] = {}
     for item in items:
         by_state.setdefault(item.state, set()).add(item.invoice.invoice_id)
@@ -120,14 +164,7 @@ def test_workers_killed_at_random_moments_three_times(chaos: Stack) -> None:
     chaos.start_worker()
     run_id = start(chaos, billing)
 
-    moments = sorted(rng.uniform(0.05, 0.85) for _ in range(3))
-    for moment in moments:
-        target = int(moment * len(billing.open_invoice_ids))
-        wait_until(chaos, run_id, lambda _run, counts, t=target: counts.get(ItemState.REVERSED, 0) >= t)
-        chaos.workers[-1].kill()
-        time.sleep(rng.uniform(0.0, 1.0))
-        chaos.start_worker()
-
+    moments = kill_workers_at_random(chaos, run_id, rng, eligible=len(billing.open_invoice_ids))
     verify(
         chaos, billing, run_id, "workers SIGKILLed 3 times", kill_moments=[round(m, 2) for m in moments], rng_seed=seed
     )
@@ -137,26 +174,10 @@ def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: Kil
     chaos.state.faults.update(latency_ms=2)
     billing = chaos.seed(3000)
     chaos.start_worker()
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.entrypoints.cli", "run", "--billing-log", billing.original_key, "--wait"],
-        env={**os.environ, **chaos.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    run_id = waited_through_broker_loss(
+        chaos, broker, ["run", "--billing-log", billing.original_key], eligible=len(billing.open_invoice_ids)
     )
-    run_id = waiting.stdout.readline().strip()  # type: ignore[union-attr]
-    wait_until(
-        chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= len(billing.open_invoice_ids) // 3
-    )
-
-    broker.kill()
-    time.sleep(1.0)
-    broker.restart_empty()
-
-    output, _ = waiting.communicate(timeout=300)
-    assert waiting.returncode == 0, output  # `rebill run --wait` followed the run through the outage
     verify(chaos, billing, run_id, "broker Redis killed, restarted empty")
-    assert all(worker.alive() for worker in chaos.workers)
 
 
 def test_lost_replies_throttling_maintenance_pages_and_expiring_tokens(chaos: Stack) -> None:

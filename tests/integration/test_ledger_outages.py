@@ -19,8 +19,8 @@ from orchestrator.domain.errors import ConfigurationError
 from orchestrator.domain.run import RunState
 from orchestrator.entrypoints.cli.progress import follow
 from tests.support.databases import named_connections, terminate_connections
-from tests.support.stack import Stack
 from tests.support.proxy import TcpProxy
+from tests.support.stack import Stack
 
 CUTS = 3
 

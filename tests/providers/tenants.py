@@ -81,6 +81,28 @@ def imis(cleanup: ExitStack) -> Tenant:
     )
 
 
+def energycap(cleanup: ExitStack) -> Tenant:
+    simulated = SIMULATED["energycap"](cleanup)
+    simulated.state.faults.update(page_cap=25)  # a selection of several pages
+    period = simulated.state.seed_period(60, seed=uuid.uuid4().int % 1_000_000)
+    reasons: dict[str, str | None] = {str(bill_id): None for bill_id in period.eligible_ids}
+    for ids, reason in ((period.void_ids, "void"), (period.reversed_ids, "already_reversed")):
+        reasons.update(dict.fromkeys(map(str, ids), reason))
+    reasons.update(dict.fromkeys(map(str, period.reversal_ids), "reversal_bill"))
+    calls: list[ApiCall] = []
+    return Tenant(
+        name="energycap",
+        provider=_provider(cleanup, simulated, calls),
+        selector={"account_period": period.account_period},
+        options={},
+        expected=reasons,
+        applied=lambda: dict(simulated.state.counters()["reversals"]),
+        fault_writes=_fault_setter(simulated, frozenset({"bill.reverse"})),
+        calls=calls,
+    )
+
+
 TENANTS: dict[str, Callable[[ExitStack], Tenant]] = {
     "imis": imis,
+    "energycap": energycap,
 }

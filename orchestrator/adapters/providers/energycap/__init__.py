@@ -1,5 +1,8 @@
-"""The EnergyCAP provider, client level: typed REST client, filters, wire models, errors, the rebill file.
+"""The EnergyCAP provider: the port over a typed REST client, filters, wire models, errors, the rebill file.
 
+provider.py     EnergyCapProvider: the BillingProvider port (orchestrator.services.ports), a chunk per call
+options.py      what a run asks for (selector, options, retry) and what it stores and keeps
+platform.py     EnergyCAP's entry in the provider registry
 client.py       EnergyCapClient: one datasource over an injected httpx transport (the kit's ApiChannel)
 filters.py      a typed builder of the decided `filter=` subset (safe quoting, lists of at most 100)
 wire.py         pydantic models of what EnergyCAP sends back (tolerant reading, Decimal money)
@@ -11,6 +14,8 @@ settings.py     EnergyCapSettings: REBILL_ENERGYCAP_BASE_URL, REBILL_ENERGYCAP_A
 from orchestrator.adapters.providers.energycap.client import EnergyCapClient, Page
 from orchestrator.adapters.providers.energycap.errors import BatchCodeInUse, classify
 from orchestrator.adapters.providers.energycap.filters import Field, Filter, Op, chunked, where
+from orchestrator.adapters.providers.energycap.platform import PLATFORM
+from orchestrator.adapters.providers.energycap.provider import EnergyCapProvider
 from orchestrator.adapters.providers.energycap.rebill_file import (
     CorrectedBill,
     RebillFile,
@@ -21,9 +26,11 @@ from orchestrator.adapters.providers.energycap.rebill_file import (
 from orchestrator.adapters.providers.energycap.settings import EnergyCapSettings
 
 __all__ = [
+    "PLATFORM",
     "BatchCodeInUse",
     "CorrectedBill",
     "EnergyCapClient",
+    "EnergyCapProvider",
     "EnergyCapSettings",
     "Field",
     "Filter",
