@@ -22,8 +22,6 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from orchestrator.adapters.providers.imis.api import ImisApi
 from orchestrator.adapters.providers.imis.model import (
     AccountingMethod,
@@ -37,6 +35,7 @@ from orchestrator.adapters.providers.imis.model import (
     SkipReason,
 )
 from orchestrator.adapters.providers.imis.options import ImisKept, ImisOptions, ImisSelector, RunMode
+from orchestrator.adapters.providers.run_request import parse_run_request
 from orchestrator.domain.billing import Invoice
 from orchestrator.domain.errors import (
     ProviderNotFound,
@@ -140,8 +139,8 @@ class ImisProvider:
     # --- open and plan ---------------------------------------------------------------------------------
 
     def open(self, selector: Mapping[str, Any], options: Mapping[str, Any], run: RunOptions) -> Opening:
-        chosen = _parse(ImisSelector, selector, "billing")
-        imis_options = _parse(ImisOptions, {**self._defaults.model_dump(), **options}, "iMIS option")
+        chosen = parse_run_request(ImisSelector, selector, "billing")
+        imis_options = parse_run_request(ImisOptions, {**self._defaults.model_dump(), **options}, "iMIS option")
         original = self._check_original(chosen.billing_log)
         key, party = chosen.billing_log, chosen.party_id
         scope = f"imis:{key}"
@@ -470,18 +469,6 @@ class ImisProvider:
 
     def check(self) -> str:
         return self._api.describe_tenant()
-
-
-def _parse(model: type[Any], data: Mapping[str, Any], what: str) -> Any:
-    """A typed request, or RunRefused naming each field at fault (never echoing a whole value)."""
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as error:
-        problems = []
-        for issue in error.errors(include_input=False, include_url=False):
-            field = ".".join(str(part) for part in issue["loc"])
-            problems.append(f"{field}: {str(issue['msg']).removeprefix('Value error, ')}")
-        raise RunRefused(f"bad {what}: " + "; ".join(problems)) from None
 
 
 def _kept(run: Run) -> ImisKept:
