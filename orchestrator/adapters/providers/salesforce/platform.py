@@ -33,6 +33,7 @@ def build(settings: ProviderSettings, connection: Connection) -> BillingProvider
         usage_pause_at=settings.usage_pause_at,
         time_zone=settings.zone(),
         generate_settle_seconds=settings.generate_settle_seconds,
+        usage_recheck_seconds=settings.usage_recheck_seconds,
     )
 
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from orchestrator.adapters.providers.settings import NonNegativeFloat, PositiveInt, ProviderSettings
+from orchestrator.adapters.providers.settings import NonNegativeFloat, PositiveFloat, PositiveInt, ProviderSettings
 
 __all__ = ["SalesforceSettings"]
 
@@ -36,6 +36,9 @@ class SalesforceSettings(ProviderSettings):
     api_version: str = Field("v62.0", pattern=r"^v\d+\.\d$", description="resources under /services/data/<version>")
     usage_pause_at: float = Field(
         0.9, gt=0, le=1, description="share of the daily API allocation (Sforce-Limit-Info) at which a run pauses"
+    )
+    usage_recheck_seconds: PositiveFloat = Field(
+        30.0, description="while paused, how often a worker reads the usage again (one cheap query)"
     )
     max_concurrency: PositiveInt = 8
     time_zone: str = Field("UTC", description="the org's default time zone (IANA name): today's date for a run")
