@@ -65,7 +65,6 @@ from orchestrator.adapters.providers.salesforce.soql import (
 )
 from orchestrator.adapters.providers.salesforce.usage import UsageGate
 from orchestrator.adapters.providers.salesforce.wire import (
-    InvoiceLineRecord,
     InvoiceRecord,
     Record,
 )
@@ -206,10 +205,10 @@ class SalesforceProvider:
         planned: list[PlannedItem] = []
         for batch in _batches(invoices):
             read = {invoice.Id: invoice for invoice in batch if invoice.Id}
-            schedules_of = _schedules_by_invoice(self._records_in(INVOICE_LINE, "InvoiceId", list(read)))
-            on_schedule = _invoices_by_schedule(
-                self._records_in(INVOICE_LINE, "BillingScheduleId", sorted(set().union(*schedules_of.values())))
-            )
+            lines = self._records_in(INVOICE_LINE, "InvoiceId", list(read))
+            schedules_of = _grouped((line.InvoiceId, line.BillingScheduleId) for line in lines)
+            lines = self._records_in(INVOICE_LINE, "BillingScheduleId", sorted(set().union(*schedules_of.values())))
+            on_schedule = _grouped((line.BillingScheduleId, line.InvoiceId) for line in lines)
             others = sorted(set().union(*on_schedule.values()) - read.keys())
             read.update((other.Id, other) for other in self._invoices(others, "Id", "Status", "PostedDate") if other.Id)
             for invoice in batch:
@@ -590,19 +589,12 @@ def _batches(records: Sequence[InvoiceRecord]) -> Iterator[Sequence[InvoiceRecor
         yield records[start : start + MAX_IN_VALUES]
 
 
-def _schedules_by_invoice(lines: Iterable[InvoiceLineRecord]) -> dict[str, set[str]]:
+def _grouped(pairs: Iterable[tuple[str | None, str | None]]) -> dict[str, set[str]]:
+    """key -> its values, from (key, value) pairs (a line's invoice and schedule, either way round)."""
     found: dict[str, set[str]] = defaultdict(set)
-    for line in lines:
-        if line.InvoiceId and line.BillingScheduleId:
-            found[line.InvoiceId].add(line.BillingScheduleId)
-    return found
-
-
-def _invoices_by_schedule(lines: Iterable[InvoiceLineRecord]) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = defaultdict(set)
-    for line in lines:
-        if line.InvoiceId and line.BillingScheduleId:
-            found[line.BillingScheduleId].add(line.InvoiceId)
+    for key, value in pairs:
+        if key and value:
+            found[key].add(value)
     return found
 
 

@@ -126,6 +126,13 @@ class Core:
         )
         return cls(provider, run, now)
 
+    @classmethod
+    def planned(cls, provider: SalesforceProvider, now: Now, seeded: SeededRun) -> Core:
+        """A run of the seeded invoice batch run, planned."""
+        core = cls.open(provider, now, {"invoice_batch_run": seeded.invoice_batch_run_id})
+        core.plan()
+        return core
+
     # FollowView
     def items(self, *, states: Collection[ItemState] | None = None) -> Iterator[Item]:
         return iter([item for item in self._items.values() if states is None or item.state in states])
@@ -304,9 +311,7 @@ class TestPlan:
 class TestVoid:
     @pytest.fixture
     def core(self, provider: SalesforceProvider, seeded: SeededRun, now: Now) -> Core:
-        core = Core.open(provider, now, {"invoice_batch_run": seeded.invoice_batch_run_id})
-        core.plan()
-        return core
+        return Core.planned(provider, now, seeded)
 
     def test_applied_once_with_its_request_identifier(self, core: Core, state: SalesforceState) -> None:
         item = next(core.items(states={ItemState.PENDING}))
@@ -369,8 +374,7 @@ class TestFollow:
 
     @pytest.fixture
     def core(self, provider: SalesforceProvider, seeded: SeededRun, now: Now) -> Core:
-        core = Core.open(provider, now, {"invoice_batch_run": seeded.invoice_batch_run_id})
-        core.plan()
+        core = Core.planned(provider, now, seeded)
         core.void_all()
         return core
 
@@ -422,8 +426,7 @@ class TestFollow:
         self, provider: SalesforceProvider, state: SalesforceState, seeded: SeededRun, now: Now, org_clock: FakeClock
     ) -> None:
         state.faults.update(void_seconds=3600)  # the org's recalculation takes an hour
-        core = Core.open(provider, now, {"invoice_batch_run": seeded.invoice_batch_run_id})
-        core.plan()
+        core = Core.planned(provider, now, seeded)
         core.void_all()
         stuck = sorted(item.invoice.invoice_id for item in core.items(states={ItemState.REVERSED}))
         assert isinstance(core.follow().action, Watch)
@@ -522,9 +525,7 @@ class TestFollow:
 class TestUsage:
     @pytest.fixture
     def core(self, provider: SalesforceProvider, seeded: SeededRun, now: Now) -> Core:
-        core = Core.open(provider, now, {"invoice_batch_run": seeded.invoice_batch_run_id})
-        core.plan()
-        return core
+        return Core.planned(provider, now, seeded)
 
     def test_the_run_pauses_near_the_allocation_and_resumes_by_itself(
         self, core: Core, state: SalesforceState, now: Now
