@@ -102,7 +102,25 @@ def energycap(cleanup: ExitStack) -> Tenant:
     )
 
 
+def salesforce(cleanup: ExitStack) -> Tenant:
+    simulated = SIMULATED["salesforce"](cleanup)
+    simulated.state.faults.update(page_size=7)
+    seeded = simulated.state.seed_run(invoices=24, seed=uuid.uuid4().int % 1_000_000)
+    calls: list[ApiCall] = []
+    return Tenant(
+        name="salesforce",
+        provider=_provider(cleanup, simulated, calls),
+        selector={"invoice_batch_run": seeded.invoice_batch_run_id},
+        options={},
+        expected=dict(seeded.expected),
+        applied=lambda: dict(simulated.state.counters()["voids"]),
+        fault_writes=_fault_setter(simulated, frozenset({"void"})),
+        calls=calls,
+    )
+
+
 TENANTS: dict[str, Callable[[ExitStack], Tenant]] = {
     "imis": imis,
     "energycap": energycap,
+    "salesforce": salesforce,
 }

@@ -64,6 +64,8 @@ def salesforce(cleanup: ExitStack) -> Simulated:
         "REBILL_SALESFORCE_BASE_URL": url,
         "REBILL_SALESFORCE_CLIENT_ID": "rebill-test",
         "REBILL_SALESFORCE_CLIENT_SECRET": SECRET,
+        "REBILL_SALESFORCE_USAGE_RECHECK_SECONDS": "0.5",  # a paused run resumes within a test's patience
+        "REBILL_SALESFORCE_GENERATE_SETTLE_SECONDS": "1",
     }
     return Simulated("salesforce", state, url, env)
 

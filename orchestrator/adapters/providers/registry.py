@@ -7,9 +7,16 @@ runs take (the command line is generated from them).
 
 from __future__ import annotations
 
-from orchestrator.adapters.providers import energycap, imis
+from orchestrator.adapters.providers import energycap, imis, salesforce
 from orchestrator.adapters.providers.platform import Platform
 
-PLATFORMS: dict[str, Platform] = {platform.name: platform for platform in (imis.PLATFORM, energycap.PLATFORM)}
+PLATFORMS: dict[str, Platform] = {
+    platform.name: platform
+    for platform in (
+        imis.PLATFORM,
+        salesforce.PLATFORM,
+        energycap.PLATFORM,
+    )
+}
 
 __all__ = ["PLATFORMS", "Platform"]

@@ -44,3 +44,15 @@ def test_bad_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> N
     monkeypatch.setenv(f"REBILL_SALESFORCE_{name}", value)
     with pytest.raises(pydantic.ValidationError):
         SalesforceSettings()
+
+
+def test_the_org_s_time_zone_and_the_follow_up_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TIME_ZONE", "USAGE_RECHECK_SECONDS", "GENERATE_SETTLE_SECONDS"):
+        monkeypatch.delenv(f"REBILL_SALESFORCE_{name}", raising=False)
+    defaults = SalesforceSettings()
+    assert (defaults.time_zone, defaults.usage_recheck_seconds, defaults.generate_settle_seconds) == ("UTC", 30, 10)
+    monkeypatch.setenv("REBILL_SALESFORCE_TIME_ZONE", "America/New_York")
+    assert str(SalesforceSettings().zone()) == "America/New_York"
+    monkeypatch.setenv("REBILL_SALESFORCE_TIME_ZONE", "Mars/Olympus_Mons")
+    with pytest.raises(pydantic.ValidationError, match="not a time zone name"):
+        SalesforceSettings()
