@@ -90,7 +90,20 @@ def create_engines(url: str) -> LedgerEngines:
         engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=1800)
     except (ArgumentError, ModuleNotFoundError) as error:
         raise ConfigurationError(f"REBILL_DATABASE_URL cannot be used: {error}") from None
+    event.listen(engine, "connect", _bound_idle_transactions)
     return LedgerEngines(read=engine, write=engine)
+
+
+#: A transaction left open longer than this is ended by PostgreSQL. Ours take milliseconds; one held
+#: open by a frozen process (SIGSTOP, a VM paused) would otherwise keep its row locks, and the workers
+#: taking over its claims would wait on them for as long as it stays frozen.
+IDLE_IN_TRANSACTION_SECONDS = 15
+
+
+def _bound_idle_transactions(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_SECONDS * 1000}")
+    dbapi_connection.commit()
 
 
 def _make_folder(folder: Path) -> None:
