@@ -50,10 +50,10 @@ class Settings(BaseSettings):
     max_deliveries: PositiveInt = 5
     rebill_settle_seconds: PositiveFloat = 120.0
     heartbeat_seconds: PositiveFloat = Field(
-        3.0, description="how often each worker writes its heartbeat to the ledger and looks for dead workers"
+        2.0, description="how often each worker writes its heartbeat to the ledger and looks for dead workers"
     )
     worker_dead_after_seconds: PositiveFloat = Field(
-        10.0,
+        7.0,
         description="a worker whose heartbeat is older than this is declared dead and what it held is taken "
         "up at once (shorter: faster recovery, but a long GC pause or a busy database may be taken for "
         "death, which costs only a read per claim it held)",

@@ -77,7 +77,7 @@ class Runtime:
     max_countdown_seconds: float = 1800.0  # keep every countdown well under the broker's visibility timeout
     write_budget_seconds: float = 70.0  # the longest one write call may take, slot wait included
     claim_batch_size: int = 10  # items claimed, and their outcomes written, per ledger round trip
-    worker_dead_after_seconds: float = 10.0  # a worker silent this long is declared dead
+    worker_dead_after_seconds: float = 7.0  # a worker silent this long is declared dead
 
     @property
     def lease(self) -> timedelta:
