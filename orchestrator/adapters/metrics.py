@@ -30,7 +30,7 @@ from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.adapters.ledger.firings import ScheduleFiringRow
-from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow
+from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow, WorkerRow
 from orchestrator.adapters.schedules import Schedule
 from orchestrator.domain.billing import ApiCall
 from orchestrator.domain.errors import ConfigurationError
@@ -152,6 +152,7 @@ class LedgerCollector(Collector):
         active = [state.value for state in ACTIVE_RUN_STATES]
         with self._engine.connect() as conn:
             by_state = dict(conn.execute(select(RunRow.state, func.count()).group_by(RunRow.state)).all())
+            workers = conn.execute(select(WorkerRow.id, WorkerRow.beat_at, WorkerRow.dead_at)).all()
             runs = conn.execute(
                 select(
                     RunRow.id,
@@ -197,6 +198,7 @@ class LedgerCollector(Collector):
             ).all()
         return [
             _runs_by_state(by_state),
+            *_workers(workers, now),
             *_per_run(runs, items, calls, item_moves, now),
             *_firings(firings),
         ]
@@ -241,6 +243,23 @@ class ScheduleCollector(Collector):
             if following is not None:
                 upcoming.add_metric([entry.name], following.timestamp())
         yield from (enabled, due, upcoming)
+
+
+def _workers(rows: Sequence[Any], now: datetime) -> list[Metric]:
+    """Workers alive and declared dead, and each live one's heartbeat age: a worker that dies shows
+    as one more dead and its age growing past REBILL_WORKER_DEAD_AFTER_SECONDS."""
+    counts = GaugeMetricFamily("rebill_workers", "Worker processes by liveness (their heartbeats)", labels=["state"])
+    dead = sum(1 for row in rows if row.dead_at is not None)
+    counts.add_metric(["alive"], len(rows) - dead)
+    counts.add_metric(["dead"], dead)
+    age = GaugeMetricFamily(
+        "rebill_worker_heartbeat_age_seconds", "Seconds since each live worker's last heartbeat", labels=["worker"]
+    )
+    for row in rows:
+        beat = _utc(row.beat_at)
+        if row.dead_at is None and beat is not None:
+            age.add_metric([row.id], max(0.0, (now - beat).total_seconds()))
+    return [counts, age]
 
 
 def _runs_by_state(by_state: dict[str, int]) -> Metric:
