@@ -14,6 +14,7 @@ from celery import Celery
 from orchestrator.adapters.broker import embedded
 from orchestrator.adapters.broker.celery import CeleryDispatcher, celery_config, producer_app
 from orchestrator.adapters.ledger.database import LedgerEngines, create_engines, default_sqlite_url, migrate
+from orchestrator.adapters.ledger.firings import SqlFiringLog
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.adapters.providers.platform import Connection
 from orchestrator.adapters.providers.registry import PLATFORMS
@@ -161,6 +162,11 @@ class Container:
     @functools.cached_property
     def ledger(self) -> SqlLedger:
         return SqlLedger(self.engines.read, write_engine=self.engines.write)
+
+    @functools.cached_property
+    def firing_log(self) -> SqlFiringLog:
+        """Where schedule firings are recorded: the ledger's database."""
+        return SqlFiringLog(self.engines.read, write_engine=self.engines.write)
 
     @functools.cached_property
     def broker_url(self) -> str:

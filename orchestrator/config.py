@@ -18,6 +18,11 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.adapters.providers.settings import ProviderSettings
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.domain.run import RunOptions
+from orchestrator.services.context import Runtime
+
+#: The defaults of a run's options and of the deployment's tuning are defined once, where they live.
+_RUN = RunOptions()
+_TUNED = Runtime()
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -36,8 +41,8 @@ class Settings(BaseSettings):
     queue: str = "rebill"
     worker_concurrency: PositiveInt = 8
     visibility_timeout_seconds: PositiveInt = 3600
-    lease_seconds: PositiveFloat = 120.0
-    lost_message_seconds: PositiveFloat = 120.0
+    lease_seconds: PositiveFloat = _TUNED.lease_seconds
+    lost_message_seconds: PositiveFloat = _TUNED.lost_message_seconds
     reconcile_interval_seconds: PositiveFloat = 15.0
     dispatch_window: PositiveInt | None = Field(
         None,
@@ -45,15 +50,16 @@ class Settings(BaseSettings):
         "REBILL_<PROVIDER>_MAX_CONCURRENCY, at least 16",
     )
     claim_batch_size: PositiveInt = Field(
-        10, description="items a worker claims at once; their outcomes are written together after the batch"
+        _TUNED.claim_batch_size,
+        description="items a worker claims at once; their outcomes are written together after the batch",
     )
-    max_deliveries: PositiveInt = 5
-    rebill_settle_seconds: PositiveFloat = 120.0
+    max_deliveries: PositiveInt = _TUNED.max_deliveries
+    rebill_settle_seconds: PositiveFloat = _TUNED.rebill_settle_seconds
     heartbeat_seconds: PositiveFloat = Field(
         2.0, description="how often each worker writes its heartbeat to the ledger and looks for dead workers"
     )
     worker_dead_after_seconds: PositiveFloat = Field(
-        7.0,
+        _TUNED.worker_dead_after_seconds,
         description="a worker whose heartbeat is older than this is declared dead and what it held is taken "
         "up at once (shorter: faster recovery, but a long GC pause or a busy database may be taken for "
         "death, which costs only a read per claim it held)",
@@ -67,12 +73,12 @@ class Settings(BaseSettings):
     task_retry_backoff_max_seconds: PositiveFloat = 300.0
 
     # Run defaults (each can be overridden per run on the command line).
-    chunk_size: PositiveInt = 50
-    max_attempts: PositiveInt = 5
-    retry_backoff_seconds: PositiveFloat = 1.0
-    retry_backoff_max_seconds: PositiveFloat = 120.0
-    poll_interval_seconds: PositiveFloat = 5.0
-    stall_after_seconds: PositiveFloat = 1800.0
+    chunk_size: PositiveInt = _RUN.chunk_size
+    max_attempts: PositiveInt = _RUN.max_attempts
+    retry_backoff_seconds: PositiveFloat = _RUN.retry_backoff_seconds
+    retry_backoff_max_seconds: PositiveFloat = _RUN.retry_backoff_max_seconds
+    poll_interval_seconds: PositiveFloat = _RUN.poll_interval_seconds
+    stall_after_seconds: PositiveFloat = _RUN.stall_after_seconds
 
     flower_basic_auth: SecretStr | None = Field(None, description="user:password; Flower refuses to start without")
     web_basic_auth: SecretStr | None = Field(None, description="user:password; `rebill web` refuses to start without")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.adapters.ledger.firings import SqlFiringLog
 from orchestrator.adapters.schedules import Schedule, load_schedule
 from orchestrator.bootstrap import Container
 from orchestrator.domain.errors import ConfigurationError
@@ -20,15 +19,10 @@ def schedule_of(container: Container) -> Schedule:
     return load_schedule(Path(path))
 
 
-def firing_log(container: Container) -> SqlFiringLog:
-    engines = container.engines
-    return SqlFiringLog(engines.read, write_engine=engines.write)
-
-
 def fire(container: Container, name: str, slot: str) -> ScheduleFiring:
     """Fire schedule `name` for `slot` (UTC ISO time; empty: the slot `now` falls in)."""
     ctx = container.context
-    firings = firing_log(container)
+    firings = container.firing_log
     now = ctx.clock()
     try:
         schedule = schedule_of(container)
