@@ -296,7 +296,7 @@ class TestOpen:
     ) -> None:
         provider.open({"bill_date": "2025-10-01"}, options(corrections), RunOptions())
         counters = state.counters()
-        # Every seeded invoice has a base plan line, so the first invoice read already matches.
+        # The first invoice of this seed has a line the corrections name: nothing more is read.
         assert counters["requests"]["get_invoice_details_m"] == 1
         assert counters["dry_run_calls"] == 1  # Aria asked once whether it takes the rebill as asked
         assert counters["rebills_total"] == 0
