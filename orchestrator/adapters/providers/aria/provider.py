@@ -50,7 +50,13 @@ from orchestrator.adapters.providers.aria.options import (
 from orchestrator.adapters.providers.aria.queries import InvoiceQuery, bill_run, one_invoice
 from orchestrator.adapters.providers.aria.wire import InvoiceHeader, InvoiceHistory, RebillLineItem, RebillReply
 from orchestrator.domain.billing import Invoice, money
-from orchestrator.domain.errors import PermanentProviderError, ProviderError, ProviderRefused, RunRefused
+from orchestrator.domain.errors import (
+    PermanentProviderError,
+    ProviderError,
+    ProviderRefused,
+    RunRefused,
+    TransientProviderError,
+)
 from orchestrator.domain.run import (
     Item,
     ItemOutcome,
@@ -180,9 +186,12 @@ class AriaProvider:
 
     def _try_one(self, rebill: Rebill, options: AriaOptions) -> None:
         """Ask Aria what one rebill would be (`do_write: "false"`): a refusal that every rebill of the run
-        would get (bad reason code, bad request) stops the run before it starts."""
+        would get (bad reason code, bad request) stops the run before it starts. A transient failure
+        leaves the question open: each rebill is asked anyway."""
         try:
             self._gen_rb_m(rebill, options, run_id=None, comments=options.comments or "rebill run", write=False)
+        except TransientProviderError:
+            return
         except PermanentProviderError as error:
             if error_code_of(error) in (AriaCode.VOIDED, AriaCode.ALREADY_REBILLED):
                 return  # that invoice is not to be rebilled; the others are checked one by one

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,12 @@ from orchestrator.domain.errors import ProviderThrottled, RunRefused, TransientP
 from orchestrator.domain.run import Item, ItemOutcome, ItemState, PlannedItem, Run, RunOptions, RunState
 from orchestrator.services.ports import BillingProvider, Finish, Opening
 from simulators.aria import AriaApp, AriaState, SeededRun, seed_bill_run
-from simulators.aria.state import Invoice
+from tests.support.aria import REASON_CODE, corrected_amount, write_corrections
 
 CLIENT_NO = 7_000_555
 AUTH_KEY = "aria-provider-test-key"
 BILL_DATE = date(2025, 10, 1)
-CORRECTIONS = "service,rate_per_unit,units\nPLAN-BASE,49.995,\n10002,11.125,\nSMS,0.0125,\n"
-REASON = 2
+REASON = REASON_CODE
 
 
 @dataclass
@@ -91,9 +90,7 @@ def provider(make_provider: Callable[..., AriaProvider], seeded: SeededRun) -> A
 
 @pytest.fixture
 def corrections(tmp_path: Path) -> Path:
-    path = tmp_path / "corrections.csv"
-    path.write_text(CORRECTIONS)
-    return path
+    return write_corrections(tmp_path)
 
 
 def options(corrections: Path, **more: Any) -> dict[str, Any]:
@@ -147,26 +144,6 @@ def work(provider: AriaProvider, run: Run, item: Item) -> ItemOutcome:
         return prepared.decided[item.id]
     act = provider.preview if run.options.dry_run else provider.apply
     return act(run, prepared)[item.id]
-
-
-def cents(value: Decimal) -> Decimal:
-    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-
-
-def corrected_amount(original: Invoice) -> Decimal:
-    """What the rebill of `original` must bill with CORRECTIONS: each charge line units x (corrected)
-    rate, half-up to cents, plus tax at the original's rate on their total."""
-    corrected = {"PLAN-BASE": Decimal("49.995"), "SEATS": Decimal("11.125"), "SMS": Decimal("0.0125")}
-    charges = sum(
-        (
-            cents(line.units * corrected.get(line.service.client_service_id, line.rate_per_unit))
-            for line in original.lines
-            if not line.service.is_tax
-        ),
-        Decimal("0.00"),
-    )
-    tax = cents(charges * original.tax_rate) if original.tax_rate is not None else Decimal("0.00")
-    return charges + tax
 
 
 def test_the_provider_implements_the_port() -> None:
@@ -309,6 +286,14 @@ class TestOpen:
                 {"bill_date": "2025-10-01"}, {"corrections": str(corrections), "reason_code": 77}, RunOptions()
             )
         assert state.counters()["rebills_total"] == 0
+
+    def test_a_busy_answer_to_the_check_leaves_it_to_each_rebill(
+        self, provider: AriaProvider, state: AriaState, corrections: Path
+    ) -> None:
+        state.faults.update(p_busy=1.0)
+        opening = provider.open({"bill_date": "2025-10-01"}, options(corrections), RunOptions())
+        assert opening.selection.scope == "aria:2025-10-01"
+        assert state.counters()["faults_injected"] == {"busy": 1}
 
     def test_an_empty_selection_is_refused(self, provider: AriaProvider, corrections: Path) -> None:
         with pytest.raises(RunRefused, match="bill date 2024-01-01 has no invoice on Aria client 7000555"):
