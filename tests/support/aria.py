@@ -3,6 +3,7 @@ was rebilled exactly once with the corrected amounts, by the simulator's own sta
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -100,3 +101,14 @@ def assert_rebilled_once(
             assert rebill.qualifiers == (("run_id", run_id),)
             assert rebill.created_by == "rebill"
     return counters
+
+
+def wait_until_rebilled(state: AriaState, seeded: SeededRun, count: int, *, timeout: float = 120) -> None:
+    """Until the simulator has applied at least `count` rebills of the seeded run's invoices."""
+    mine = {str(number) for number in seeded.invoice_nos}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(n for number, n in state.counters()["rebills"].items() if number in mine) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} rebills within {timeout} s")
