@@ -47,8 +47,8 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script
-	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script (PROVIDER=aria: Aria's)
+	$(BIN)/python -m ops.bench$(if $(filter aria,$(PROVIDER)),.aria) $(BENCH_ARGS)
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .rebill .pytest_cache .mypy_cache .ruff_cache
