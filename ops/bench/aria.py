@@ -63,13 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @dataclass
-class AriaSimulator:
-    url: str
-    pid: int
-
-    def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=600, trust_env=False)
-
+class AriaSimulator(harness.SimulatorProcess):
     def seed(self, invoices: int, seed: int, bill_date: str) -> dict[str, Any]:
         with self.admin() as client:
             reply = client.post("/_sim/runs", json={"invoices": invoices, "seed": seed, "bill_date": bill_date})
@@ -87,15 +81,6 @@ class AriaSimulator:
                 accounts.setdefault(invoice["acct_no"], []).append(invoice["invoice_no"])
         return list(accounts.values())
 
-    def reset_counters(self) -> None:
-        with self.admin() as client:
-            client.post("/_sim/counters/reset").raise_for_status()
-
-    def counters(self) -> dict[str, Any]:
-        with self.admin() as client:
-            counters: dict[str, Any] = client.get("/_sim/counters").json()
-            return counters
-
 
 @contextmanager
 def aria_simulator(*, latency_ms: float) -> Iterator[AriaSimulator]:
@@ -105,7 +90,7 @@ def aria_simulator(*, latency_ms: float) -> Iterator[AriaSimulator]:
         "--client-no", str(CLIENT_NO), "--auth-key", AUTH_KEY, "--latency-ms", str(latency_ms),
     ]  # fmt: skip
     with harness.simulator_process(command, "bill date: ") as (proc, url, _):
-        yield AriaSimulator(url, proc.pid)
+        yield AriaSimulator(proc, url)
 
 
 # --- the bare loop ---------------------------------------------------------------------------------

@@ -82,20 +82,14 @@ def load_average() -> float:
 
 
 @dataclass
-class Simulator:
+class SimulatorProcess:
+    """A simulator in its own process, driven through its `/_sim/` admin API."""
+
     process: subprocess.Popen[str]
     url: str
-    original_key: str
 
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=600, trust_env=False)
-
-    def seed(self, invoices: int, seed: int) -> dict[str, Any]:
-        with self.admin() as client:
-            reply = client.post("/_sim/billings", json={"invoices": invoices, "seed": seed})
-            reply.raise_for_status()
-            seeded: dict[str, Any] = reply.json()
-            return seeded
 
     def set_latency(self, latency_ms: float) -> None:
         with self.admin() as client:
@@ -115,6 +109,20 @@ class Simulator:
 
     def sample_in_flight(self, interval: float = 0.02) -> InFlightSampler:
         return InFlightSampler(self.url, interval)
+
+
+@dataclass
+class Simulator(SimulatorProcess):
+    """The iMIS simulator, with the billing it was started with."""
+
+    original_key: str
+
+    def seed(self, invoices: int, seed: int) -> dict[str, Any]:
+        with self.admin() as client:
+            reply = client.post("/_sim/billings", json={"invoices": invoices, "seed": seed})
+            reply.raise_for_status()
+            seeded: dict[str, Any] = reply.json()
+            return seeded
 
 
 class InFlightSampler:
@@ -195,7 +203,7 @@ def simulator(*, invoices: int, latency_ms: float, seed: int = 1) -> Iterator[Si
         "0.05",
     ]
     with simulator_process(command, "original BillingLogKey: ") as (proc, url, key):
-        yield Simulator(proc, url, key)
+        yield Simulator(proc, url, original_key=key)
 
 
 def token(url: str) -> str:

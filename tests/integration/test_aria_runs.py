@@ -52,10 +52,11 @@ def rebilled_once(stack: Stack, aria: AriaState, seeded: SeededRun, run_id: str,
     assert_rebilled_once(aria, seeded, items_of(stack, run_id), run_id=run_id, before=before)
 
 
+@pytest.mark.parametrize("invoices", [60, pytest.param(2000, marks=pytest.mark.slow)])
 def test_a_bill_run_is_rebilled_once_with_the_corrected_amounts(
-    stack: Stack, aria: AriaState, corrections: Path
+    stack: Stack, aria: AriaState, corrections: Path, invoices: int
 ) -> None:
-    seeded = seed(aria, 60)
+    seeded = seed(aria, invoices)
     before = aria.counters()
     code, run_id, output = rebill_run(stack, seeded, corrections, "--wait")
 
@@ -66,18 +67,6 @@ def test_a_bill_run_is_rebilled_once_with_the_corrected_amounts(
     rebilled = [line for line in lines if line["outcome"] == "REVERSED"]
     assert len(rebilled) == len(seeded.eligible)
     assert all(line["rebill_ref"] and line["new_amount"] for line in rebilled)
-
-
-@pytest.mark.slow
-def test_a_2000_invoice_bill_run_is_rebilled_once_with_the_corrected_amounts(
-    stack: Stack, aria: AriaState, corrections: Path
-) -> None:
-    seeded = seed(aria, 2000)
-    before = aria.counters()
-    code, run_id, output = rebill_run(stack, seeded, corrections, "--wait")
-
-    assert code == 0, output
-    rebilled_once(stack, aria, seeded, run_id, before)
 
 
 def test_busy_billing_groups_and_lost_replies_are_retried_and_settled_exactly_once(

@@ -138,28 +138,28 @@ def _write_report(container: Container, run_id: str, data_dir: Path) -> Path:
     return path
 
 
-def _outcomes(container: Container, run_id: str) -> tuple[Counter[ItemState], Counter[str]]:
-    """Items by state, and the others by state and reason."""
+def _echo_outcomes(container: Container, run_id: str, done: str) -> None:
+    """How many invoices were acted on (`done`), then the others by state and reason."""
     reasons: Counter[str] = Counter()
-    outcomes: Counter[ItemState] = Counter()
+    acted = 0
     for item in container.ledger.iter_items(run_id):
-        outcomes[item.state] += 1
-        if item.state is not ItemState.REVERSED:
+        if item.state is ItemState.REVERSED:
+            acted += 1
+        else:
             reasons[f"{item.state.value.lower()}: {item.reason}"] += 1
-    return outcomes, reasons
+    click.echo("")
+    click.echo(f"{done}  {acted}")
+    for reason, count in reasons.most_common():
+        click.echo(f"{count:>8}  {reason}")
 
 
 def _summarise(container: Container, run_id: str, state: ImisState, seconds: float, report: Path) -> None:
     ctx = container.context
     run = runs.find_run(ctx, run_id)
-    outcomes, reasons = _outcomes(container, run.id)
     path = " → ".join(event.code for event in ctx.ledger.status_events(run.id))
     counters = state.counters()
     twice = sum(1 for count in counters["reversals"].values() if count > 1)
-    click.echo("")
-    click.echo(f"reversed  {outcomes[ItemState.REVERSED]}")
-    for reason, count in reasons.most_common():
-        click.echo(f"{count:>8}  {reason}")
+    _echo_outcomes(container, run.id, "reversed")
     click.echo(f"BillingLog {run.last_status.subject if run.last_status else '-'}: {path}")
     click.echo(
         f"simulator: {sum(counters['reversals'].values())} reversals applied, {twice} invoice(s) reversed twice, "
@@ -169,17 +169,13 @@ def _summarise(container: Container, run_id: str, state: ImisState, seconds: flo
 
 
 def _summarise_aria(container: Container, run_id: str, state: AriaState, seconds: float, report: Path) -> None:
-    outcomes, reasons = _outcomes(container, run_id)
     old = new = Decimal("0")
     for item in container.ledger.iter_items(run_id, states={ItemState.REVERSED}):
         old += item.invoice.amount
         new += item.new_amount or Decimal("0")
     counters = state.counters()
     twice = sum(1 for count in counters["rebills"].values() if count > 1)
-    click.echo("")
-    click.echo(f"rebilled  {outcomes[ItemState.REVERSED]}")
-    for reason, count in reasons.most_common():
-        click.echo(f"{count:>8}  {reason}")
+    _echo_outcomes(container, run_id, "rebilled")
     click.echo(f"old → new {money(old)} → {money(new)} (difference {money(new - old)}) on the rebilled invoices")
     click.echo(
         f"simulator: {counters['rebills_total']} rebills applied, {twice} invoice(s) rebilled twice, "

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from orchestrator.adapters.providers.aria.client import AriaClient
 from orchestrator.adapters.providers.aria.corrections import (
     Corrections,
@@ -49,6 +47,7 @@ from orchestrator.adapters.providers.aria.options import (
 )
 from orchestrator.adapters.providers.aria.queries import InvoiceQuery, bill_run, one_invoice
 from orchestrator.adapters.providers.aria.wire import InvoiceHeader, InvoiceHistory, RebillLineItem, RebillReply
+from orchestrator.adapters.providers.run_request import parse_run_request
 from orchestrator.domain.billing import Invoice, money
 from orchestrator.domain.errors import (
     PermanentProviderError,
@@ -130,8 +129,8 @@ class AriaProvider:
     # --- open and plan ---------------------------------------------------------------------------------
 
     def open(self, selector: Mapping[str, Any], options: Mapping[str, Any], run: RunOptions) -> Opening:
-        chosen = _parse(AriaSelector, selector, "Aria selection")
-        asked = _parse(AriaOptions, options, "Aria option")
+        chosen = parse_run_request(AriaSelector, selector, "Aria selection")
+        asked = parse_run_request(AriaOptions, options, "Aria option")
         corrections = load_corrections(asked.corrections)
         numbers = read_invoices_file(chosen.invoices_file) if chosen.invoices_file is not None else None
         selection = AriaSelection(**dict(chosen), invoice_nos=numbers)
@@ -415,19 +414,6 @@ class AriaProvider:
         page = self._client.get_invoice_information(InvoiceQuery(), limit=1)
         total = page.total_records if page.total_records is not None else len(page.invoice_details_m)
         return f"Aria client {self._client.client_no} at {self._client.base_url}: signed in, {total} invoice(s)"
-
-
-def _parse(model: type[Any], data: Mapping[str, Any], what: str) -> Any:
-    """A typed request, or RunRefused naming each field at fault (never echoing a whole value)."""
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as error:
-        problems = []
-        for issue in error.errors(include_input=False, include_url=False):
-            field = ".".join(str(part) for part in issue["loc"])
-            message = str(issue["msg"]).removeprefix("Value error, ")
-            problems.append(f"{field}: {message}" if field else message)
-        raise RunRefused(f"bad {what}: " + "; ".join(problems)) from None
 
 
 def _selection(run: Run) -> AriaSelection:
