@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install rebill with its dev tools
 
-demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS simulator
-	$(BIN)/rebill demo
+demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS simulator (PROVIDER=aria: Aria's)
+	$(BIN)/rebill demo $(if $(PROVIDER),--provider $(PROVIDER))
 
 test: $(STAMP) ## Run the whole test suite (set REBILL_TEST_REDIS_URL/REBILL_TEST_DATABASE_URL to add real servers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -47,8 +47,8 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script
-	$(BIN)/python -m ops.bench $(BENCH_ARGS)
+bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script (PROVIDER=aria: Aria's)
+	$(BIN)/python -m ops.bench$(if $(filter aria,$(PROVIDER)),.aria) $(BENCH_ARGS)
 
 clean: ## Remove the venv and local state
 	rm -rf $(VENV) .rebill .pytest_cache .mypy_cache .ruff_cache

@@ -34,26 +34,21 @@ from ops.bench.contenders import Measured, bare_loop, orchestrator, orchestrator
 CALLS_PER_INVOICE = 2  # CanCashInvoiceBeReversed + ProcessCashReversal
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ops.bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 invoices, planning at 10,000 and 50,000")
-    parser.add_argument("--invoices", type=_ints, help="billing sizes (default 2000,20000)")
-    parser.add_argument("--latency-ms", type=_floats, default=[50.0, 0.0], help="simulator latency per call")
+    parser.add_argument("--invoices", type=harness.ints, help="billing sizes (default 2000,20000)")
+    parser.add_argument("--latency-ms", type=harness.floats, default=[50.0, 0.0], help="simulator latency per call")
     parser.add_argument(
-        "--cap", type=_ints, default=[8], help="REBILL_IMIS_MAX_CONCURRENCY, and the bare loop's (a list sweeps them)"
+        "--cap",
+        type=harness.ints,
+        default=[8],
+        help="REBILL_IMIS_MAX_CONCURRENCY, and the bare loop's (a list sweeps them)",
     )
-    parser.add_argument("--threads", type=_ints, default=[16], help="worker threads (a list sweeps them)")
+    parser.add_argument("--threads", type=harness.ints, default=[16], help="worker threads (a list sweeps them)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--sequential-seconds", type=float, help="time box of the sequential script (default 10)")
-    parser.add_argument("--plan-sizes", type=_ints, help="coordinator memory sizes (default 10000,200000)")
+    parser.add_argument("--plan-sizes", type=harness.ints, help="coordinator memory sizes (default 10000,200000)")
     parser.add_argument("--first-reversal-invoices", type=int, default=100_000)
     parser.add_argument(
         "--only",

@@ -181,8 +181,9 @@ class RunTimes:
     last_settled_at: datetime | None
 
 
-def run_times(ledger: Any, run_id: str) -> RunTimes:
-    """When the run was created, its first reversal was sent, and its last item settled (from the ledger)."""
+def run_times(ledger: Any, run_id: str, *, write: str = "Invoice.Process%Reversal") -> RunTimes:
+    """When the run was created, its first write (an operation LIKE `write`) was sent, and its last item
+    settled (from the ledger)."""
     from sqlalchemy import func, select
 
     from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow
@@ -190,9 +191,7 @@ def run_times(ledger: Any, run_id: str) -> RunTimes:
     with ledger._read.connect() as conn:
         created = conn.execute(select(RunRow.created_at).where(RunRow.id == run_id)).scalar_one()
         first = conn.execute(
-            select(func.min(ApiCallRow.started_at)).where(
-                ApiCallRow.run_id == run_id, ApiCallRow.operation.like("Invoice.Process%Reversal")
-            )
+            select(func.min(ApiCallRow.started_at)).where(ApiCallRow.run_id == run_id, ApiCallRow.operation.like(write))
         ).scalar()
         last = conn.execute(select(func.max(ItemRow.updated_at)).where(ItemRow.run_id == run_id)).scalar()
     return RunTimes(created, _utc(first), _utc(last))

@@ -27,6 +27,15 @@ USERNAME = "bench"
 PASSWORD = "bench-secret"  # noqa: S105 - the loopback simulator's login, nothing real
 
 
+def ints(text: str) -> list[int]:
+    """A comma list of whole numbers (a command-line sweep)."""
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
 def machine() -> dict[str, Any]:
     model = "unknown"
     try:
@@ -73,20 +82,14 @@ def load_average() -> float:
 
 
 @dataclass
-class Simulator:
+class SimulatorProcess:
+    """A simulator in its own process, driven through its `/_sim/` admin API."""
+
     process: subprocess.Popen[str]
     url: str
-    original_key: str
 
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=600, trust_env=False)
-
-    def seed(self, invoices: int, seed: int) -> dict[str, Any]:
-        with self.admin() as client:
-            reply = client.post("/_sim/billings", json={"invoices": invoices, "seed": seed})
-            reply.raise_for_status()
-            seeded: dict[str, Any] = reply.json()
-            return seeded
 
     def set_latency(self, latency_ms: float) -> None:
         with self.admin() as client:
@@ -106,6 +109,20 @@ class Simulator:
 
     def sample_in_flight(self, interval: float = 0.02) -> InFlightSampler:
         return InFlightSampler(self.url, interval)
+
+
+@dataclass
+class Simulator(SimulatorProcess):
+    """The iMIS simulator, with the billing it was started with."""
+
+    original_key: str
+
+    def seed(self, invoices: int, seed: int) -> dict[str, Any]:
+        with self.admin() as client:
+            reply = client.post("/_sim/billings", json={"invoices": invoices, "seed": seed})
+            reply.raise_for_status()
+            seeded: dict[str, Any] = reply.json()
+            return seeded
 
 
 class InFlightSampler:
@@ -137,6 +154,33 @@ class InFlightSampler:
 
 
 @contextmanager
+def simulator_process(command: list[str], ready: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """A simulator (`python -m simulators.<name> ...`) on a free loopback port: its process, its URL, and
+    the rest of the line starting with `ready` that it prints once it serves (the seeded selection)."""
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = selected = ""
+    try:
+        deadline = time.monotonic() + 300
+        while not selected and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the simulator exited before it was ready")
+            if "listening on " in line:
+                url = line.split("listening on ", 1)[1].split()[0]
+            if line.startswith(ready):
+                selected = line[len(ready) :].strip()
+        yield proc, url, selected
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
 def simulator(*, invoices: int, latency_ms: float, seed: int = 1) -> Iterator[Simulator]:
     """`python -m simulators.imis` on a free loopback port, one billing of `invoices` seeded."""
     command = [
@@ -158,27 +202,8 @@ def simulator(*, invoices: int, latency_ms: float, seed: int = 1) -> Iterator[Si
         "--task-step-seconds",
         "0.05",
     ]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    url = key = ""
-    try:
-        deadline = time.monotonic() + 300
-        while not key and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("the simulator exited before it was ready")
-            if "listening on " in line:
-                url = line.split("listening on ", 1)[1].split()[0]
-            if line.startswith("original BillingLogKey: "):
-                key = line.split(": ", 1)[1].strip()
-        yield Simulator(proc, url, key)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with simulator_process(command, "original BillingLogKey: ") as (proc, url, key):
+        yield Simulator(proc, url, original_key=key)
 
 
 def token(url: str) -> str:

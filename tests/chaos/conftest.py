@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -98,6 +100,14 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KillableR
     server.start()
     yield server
     server.kill()
+
+
+def record_scenario(record: dict[str, Any]) -> None:
+    """Append what a scenario observed to REBILL_CHAOS_RESULTS (JSON lines), when it names a file."""
+    destination = os.environ.get("REBILL_CHAOS_RESULTS")
+    if destination:
+        with open(destination, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
 
 def chaos_backend() -> str:

@@ -10,7 +10,6 @@ from which docs/reliability.md is written.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -28,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from orchestrator.domain.run import Item, ItemState, ReasonCode, Run, RunState
 from simulators.imis.seeding import SeededBilling
-from tests.chaos.conftest import CHAOS_ENV, KillableRedis
+from tests.chaos.conftest import CHAOS_ENV, KillableRedis, record_scenario
 from tests.support.databases import POSTGRES_ENV, scratch_postgres_schema
 from tests.support.proxy import TcpProxy
 from tests.support.stack import Stack, assert_exactly_once, running_stack
@@ -142,10 +141,7 @@ def verify(stack: Stack, billing: SeededBilling, run_id: str, scenario: str, **o
         "responses": counters["responses"],
         **observed,
     }
-    destination = os.environ.get("REBILL_CHAOS_RESULTS")
-    if destination:
-        with open(destination, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    record_scenario(record)
 
 
 def _statuses(stack: Stack, run_id: str) -> list[int]:

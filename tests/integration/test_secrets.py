@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from orchestrator.bootstrap import redis_url
+from simulators.aria import AriaFaults
+from tests.support.aria import run_options, seed, write_corrections
 from tests.support.stack import PASSWORD, Stack
 
 
@@ -64,3 +68,41 @@ def test_no_secret_reaches_the_broker_the_logs_or_the_output(stack: Stack) -> No
     for place, text in places.items():
         for secret in secrets:
             assert secret not in text, f"a secret leaked into the {place}"
+
+
+def test_the_aria_auth_key_reaches_neither_the_broker_the_logs_the_output_nor_the_ledger(
+    stack: Stack, tmp_path: Path
+) -> None:
+    state = stack.platform("aria")
+    seeded = seed(state, 40)
+    state.faults.update(p_reply_lost=0.2, p_500=0.1, fault_operations=["gen_rb_m"])  # errors recorded too
+    url = redis_url(stack.settings())
+    try:
+        with BrokerRecorder(url) as broker:
+            result = stack.cli(
+                "run", "--provider", "aria", "--bill-date", seeded.bill_date.isoformat(),
+                *run_options(write_corrections(tmp_path), "--max-attempts", "20"), "--wait",
+            )  # fmt: skip
+            run_id = result.output.splitlines()[0]
+            status = stack.cli("status", run_id, "--json").output
+            report = stack.cli("report", run_id, "--format", "json").output
+    finally:
+        state.faults.replace(AriaFaults())
+    assert result.exit_code == 0, result.output
+
+    assert any("rebill.reverse_chunk" in command for command in broker.commands), "the recorder saw no task"
+    container = stack.container()
+    try:
+        run = container.ledger.get_run(run_id)
+        stored = json.dumps([run.selection.selector, run.provider_options, run.provider_state], default=str)
+        errors = "\n".join(str(item.last_error) for item in container.ledger.iter_items(run_id))
+    finally:
+        container.close()
+    places = {
+        "broker": "\n".join(broker.commands),
+        "worker logs": "\n".join(worker.log.read_text() for worker in stack.workers),
+        "run output": result.output + status + report,
+        "ledger": stored + errors,
+    }
+    for place, text in places.items():
+        assert PASSWORD not in text, f"the auth key leaked into the {place}"

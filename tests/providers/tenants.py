@@ -4,10 +4,13 @@ seeded selection and the means to steer the platform. A new platform adds one fu
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +19,7 @@ from orchestrator.adapters.providers.platform import Connection
 from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.domain.billing import ApiCall
 from orchestrator.services.ports import BillingProvider
+from simulators.aria import seed_bill_run
 from tests.support.platforms import SIMULATED, Simulated
 
 
@@ -119,8 +123,34 @@ def salesforce(cleanup: ExitStack) -> Tenant:
     )
 
 
+def aria(cleanup: ExitStack) -> Tenant:
+    simulated = SIMULATED["aria"](cleanup)
+    seeded = seed_bill_run(simulated.state, invoices=24, seed=uuid.uuid4().int % 1_000_000)
+    directory = Path(tempfile.mkdtemp(prefix="aria-contract-"))
+    cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
+    corrections = directory / "corrections.csv"
+    corrections.write_text("service,rate_per_unit,units\nPLAN-BASE,49.995,\nSEATS,11.125,\nSMS,0.0125,\nSUPPORT,,2\n")
+    reasons = {
+        **dict.fromkeys(seeded.voided, "voided"),
+        **dict.fromkeys(seeded.rebilled, "already_rebilled"),
+        **dict.fromkeys((*seeded.paid, *seeded.part_paid), "paid"),
+    }
+    calls: list[ApiCall] = []
+    return Tenant(
+        name="aria",
+        provider=_provider(cleanup, simulated, calls, page_size="7"),
+        selector={"bill_date": seeded.bill_date.isoformat()},
+        options={"corrections": str(corrections), "reason_code": 2},
+        expected={str(number): reasons.get(number) for number in seeded.invoice_nos},
+        applied=lambda: dict(simulated.state.counters()["rebills"]),
+        fault_writes=_fault_setter(simulated, frozenset({"gen_rb_m"})),
+        calls=calls,
+    )
+
+
 TENANTS: dict[str, Callable[[ExitStack], Tenant]] = {
     "imis": imis,
     "energycap": energycap,
     "salesforce": salesforce,
+    "aria": aria,
 }

@@ -32,8 +32,8 @@ class Platform:
     selector: type[BaseModel]
     #: Its own run options, defaults from its settings (`defaults`).
     options: type[BaseModel]
-    #: The options' defaults from the settings.
-    defaults: Callable[[ProviderSettings], BaseModel]
+    #: The options' defaults from the settings (None: no option has a default from the settings).
+    defaults: Callable[[ProviderSettings], BaseModel] | None = None
     #: What `rebill retry` may additionally ask of it (fields become options of `retry`), kept in its state.
     retry_options: type[BaseModel] | None = None
     #: Invoices per chunk when the run does not say (None: REBILL_CHUNK_SIZE).

@@ -7,13 +7,14 @@ runs take (the command line is generated from them).
 
 from __future__ import annotations
 
-from orchestrator.adapters.providers import energycap, imis, salesforce
+from orchestrator.adapters.providers import aria, energycap, imis, salesforce
 from orchestrator.adapters.providers.platform import Platform
 
 PLATFORMS: dict[str, Platform] = {
     platform.name: platform
     for platform in (
         imis.PLATFORM,
+        aria.PLATFORM,
         salesforce.PLATFORM,
         energycap.PLATFORM,
     )

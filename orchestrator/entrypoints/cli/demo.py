@@ -1,4 +1,5 @@
-"""`rebill demo`: the built-in iMIS simulator, an embedded worker, a whole run with live progress."""
+"""`rebill demo`: a built-in simulator (iMIS by default, or Aria), an embedded worker, a whole run with
+live progress, then what happened and where the report is."""
 
 from __future__ import annotations
 
@@ -8,43 +9,64 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from orchestrator.bootstrap import Container, broker_url
 from orchestrator.config import load_settings
+from orchestrator.domain.billing import money
 from orchestrator.domain.run import ItemState
 from orchestrator.entrypoints.cli.output import write_report
 from orchestrator.entrypoints.cli.progress import follow
 from orchestrator.services import planning, runs
-from simulators.imis.server import SimulatorServer
+from simulators.aria import AriaApp, AriaFaults, AriaState, seed_bill_run
+from simulators.common import SimulatorServer
+from simulators.imis.server import SimulatorServer as ImisSimulatorServer
 from simulators.imis.state import ImisState
 
 DEMO_USER = "demo"
+DEMO_PROVIDERS = ("imis", "aria")
+#: The corrected rates of the Aria demo, for the services the Aria simulator seeds.
+ARIA_CORRECTIONS = Path(__file__).resolve().parents[3] / "ops" / "demo" / "aria-corrections.csv"
+ARIA_CLIENT_NO = 7_000_123
+ARIA_REASON_CODE = 2
+
+Summary = Callable[[Container, str, float, Path], None]
 
 
-def run_demo(*, invoices: int, latency_ms: float, seed: int | None, concurrency: int) -> int:
+@dataclass
+class _Tenant:
+    """One simulated tenant of the demo and how a run on it is asked for."""
+
+    server: SimulatorServer[Any]
+    #: `load_settings` overrides that reach the tenant (also given to the worker as REBILL_* variables).
+    settings: Callable[[str], dict[str, Any]]
+    selector: dict[str, Any]
+    summarise: Summary
+    provider_options: dict[str, Any] = field(default_factory=dict)
+
+
+def run_demo(*, provider: str, invoices: int, latency_ms: float, seed: int | None, concurrency: int) -> int:
     seed = seed if seed is not None else int(time.time())
-    password = secrets.token_urlsafe(18)
     base = load_settings()
     data_dir = Path(base.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     broker_url(base)  # start the embedded Redis once, before the worker and this process race for it
 
-    state = ImisState(username=DEMO_USER, password=password)
-    state.faults.update(latency_ms=latency_ms, jitter_ms=latency_ms / 4, task_step_seconds=1.0)
-    billing = state.seed_billing(invoices=invoices, seed=seed)
-    click.echo(f"iMIS simulator: {invoices} invoices in billing {billing.original_key} (seed {seed})")
+    make = _aria if provider == "aria" else _imis
+    tenant = make(invoices, latency_ms, seed)
     started = time.monotonic()
-    with SimulatorServer(state) as server:
+    with tenant.server as server:
+        settings = {**tenant.settings(server.base_url), "poll_interval_seconds": 0.5}
         env = {
             **os.environ,
-            "REBILL_IMIS_BASE_URL": server.base_url,
-            "REBILL_IMIS_USERNAME": DEMO_USER,
-            "REBILL_IMIS_PASSWORD": password,
-            "REBILL_POLL_INTERVAL_SECONDS": "0.5",
-            "REBILL_IMIS_MAX_CONCURRENCY": str(concurrency),
+            **{f"REBILL_{name.upper()}": str(value) for name, value in settings.items()},
+            f"REBILL_{provider.upper()}_MAX_CONCURRENCY": str(concurrency),
         }
         worker_log = data_dir / "demo-worker.log"
         with worker_log.open("w") as log_handle:
@@ -55,20 +77,15 @@ def run_demo(*, invoices: int, latency_ms: float, seed: int | None, concurrency:
                 stderr=subprocess.STDOUT,
             )
             try:
-                container = Container(
-                    load_settings(
-                        imis_base_url=server.base_url,
-                        imis_username=DEMO_USER,
-                        imis_password=password,
-                        poll_interval_seconds=0.5,
-                    )
-                )
+                container = Container(load_settings(**settings))
                 options = container.settings.run_options()
-                run = planning.start_run(container.context, "imis", {"billing_log": billing.original_key}, options)
+                run = planning.start_run(
+                    container.context, provider, tenant.selector, options, provider_options=tenant.provider_options
+                )
                 click.echo(f"run {run.id} started; worker log: {worker_log}")
                 code = follow(container, run.id)
                 report = _write_report(container, run.id, data_dir)
-                _summarise(container, run.id, state, time.monotonic() - started, report)
+                tenant.summarise(container, run.id, time.monotonic() - started, report)
                 container.close()
             finally:
                 worker.terminate()
@@ -77,6 +94,39 @@ def run_demo(*, invoices: int, latency_ms: float, seed: int | None, concurrency:
                 except subprocess.TimeoutExpired:
                     worker.kill()
     return code
+
+
+def _imis(invoices: int, latency_ms: float, seed: int) -> _Tenant:
+    password = secrets.token_urlsafe(18)
+    state = ImisState(username=DEMO_USER, password=password)
+    state.faults.update(latency_ms=latency_ms, jitter_ms=latency_ms / 4, task_step_seconds=1.0)
+    billing = state.seed_billing(invoices=invoices, seed=seed)
+    click.echo(f"iMIS simulator: {invoices} invoices in billing {billing.original_key} (seed {seed})")
+    return _Tenant(
+        server=ImisSimulatorServer(state),
+        settings=lambda url: {"imis_base_url": url, "imis_username": DEMO_USER, "imis_password": password},
+        selector={"billing_log": billing.original_key},
+        summarise=lambda container, run_id, seconds, report: _summarise(container, run_id, state, seconds, report),
+    )
+
+
+def _aria(invoices: int, latency_ms: float, seed: int) -> _Tenant:
+    if not ARIA_CORRECTIONS.is_file():
+        raise click.ClickException(f"the demo's corrections file is missing: {ARIA_CORRECTIONS}")
+    auth_key = secrets.token_urlsafe(18)
+    state = AriaState(ARIA_CLIENT_NO, auth_key, faults=AriaFaults(latency_ms=latency_ms, jitter_ms=latency_ms / 4))
+    seeded = seed_bill_run(state, invoices=invoices, seed=seed)
+    click.echo(
+        f"Aria simulator: {invoices} invoices of bill date {seeded.bill_date.isoformat()} over "
+        f"{len(seeded.acct_nos)} accounts (seed {seed}); corrections {ARIA_CORRECTIONS}"
+    )
+    return _Tenant(
+        server=SimulatorServer(AriaApp(state), thread_name="aria-simulator"),
+        settings=lambda url: {"aria_base_url": url, "aria_client_no": ARIA_CLIENT_NO, "aria_auth_key": auth_key},
+        selector={"bill_date": seeded.bill_date.isoformat()},
+        provider_options={"corrections": str(ARIA_CORRECTIONS), "reason_code": ARIA_REASON_CODE},
+        summarise=lambda container, run_id, seconds, report: _summarise_aria(container, run_id, state, seconds, report),
+    )
 
 
 def _write_report(container: Container, run_id: str, data_dir: Path) -> Path:
@@ -88,25 +138,47 @@ def _write_report(container: Container, run_id: str, data_dir: Path) -> Path:
     return path
 
 
+def _echo_outcomes(container: Container, run_id: str, done: str) -> None:
+    """How many invoices were acted on (`done`), then the others by state and reason."""
+    reasons: Counter[str] = Counter()
+    acted = 0
+    for item in container.ledger.iter_items(run_id):
+        if item.state is ItemState.REVERSED:
+            acted += 1
+        else:
+            reasons[f"{item.state.value.lower()}: {item.reason}"] += 1
+    click.echo("")
+    click.echo(f"{done}  {acted}")
+    for reason, count in reasons.most_common():
+        click.echo(f"{count:>8}  {reason}")
+
+
 def _summarise(container: Container, run_id: str, state: ImisState, seconds: float, report: Path) -> None:
     ctx = container.context
     run = runs.find_run(ctx, run_id)
-    reasons: Counter[str] = Counter()
-    outcomes: Counter[ItemState] = Counter()
-    for item in ctx.ledger.iter_items(run.id):
-        outcomes[item.state] += 1
-        if item.state is not ItemState.REVERSED:
-            reasons[f"{item.state.value.lower()}: {item.reason}"] += 1
     path = " → ".join(event.code for event in ctx.ledger.status_events(run.id))
     counters = state.counters()
     twice = sum(1 for count in counters["reversals"].values() if count > 1)
-    click.echo("")
-    click.echo(f"reversed  {outcomes[ItemState.REVERSED]}")
-    for reason, count in reasons.most_common():
-        click.echo(f"{count:>8}  {reason}")
+    _echo_outcomes(container, run.id, "reversed")
     click.echo(f"BillingLog {run.last_status.subject if run.last_status else '-'}: {path}")
     click.echo(
         f"simulator: {sum(counters['reversals'].values())} reversals applied, {twice} invoice(s) reversed twice, "
         f"{counters['refused_second_reversals']} second reversal(s) refused, {len(counters['rebills'])} rebill(s)"
+    )
+    click.echo(f"took {seconds:.1f} s; report: {report}")
+
+
+def _summarise_aria(container: Container, run_id: str, state: AriaState, seconds: float, report: Path) -> None:
+    old = new = Decimal("0")
+    for item in container.ledger.iter_items(run_id, states={ItemState.REVERSED}):
+        old += item.invoice.amount
+        new += item.new_amount or Decimal("0")
+    counters = state.counters()
+    twice = sum(1 for count in counters["rebills"].values() if count > 1)
+    _echo_outcomes(container, run_id, "rebilled")
+    click.echo(f"old → new {money(old)} → {money(new)} (difference {money(new - old)}) on the rebilled invoices")
+    click.echo(
+        f"simulator: {counters['rebills_total']} rebills applied, {twice} invoice(s) rebilled twice, "
+        f"{counters['duplicate_attempts']} second rebill(s) refused, {counters['busy_refusals']} busy (3108)"
     )
     click.echo(f"took {seconds:.1f} s; report: {report}")

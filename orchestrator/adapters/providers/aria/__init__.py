@@ -1,4 +1,4 @@
-"""The Aria Billing Cloud provider, client level: typed calls, error classification, corrections.
+"""The Aria Billing Cloud provider: the port over typed calls, error classification, corrections.
 
 client.py       AriaClient: one tenant over an injected httpx transport (via the kit's ApiChannel):
                 get_invoice_information / iter_invoice_pages, get_invoice_details, get_invoice_history,
@@ -9,6 +9,10 @@ errors.py       classify(): one exchange -> the typed error of orchestrator.doma
 queries.py      object-query strings, limited to the contract's decided subset
 corrections.py  the corrections CSV, and the rb_line_items it makes of an invoice's lines
 settings.py     AriaSettings: REBILL_ARIA_* (base URL, client_no, auth_key, the tenant-limit trio)
+options.py      AriaSelector / AriaOptions (what `rebill run` asks), AriaSelection and AriaKept (what is stored)
+eligibility.py  which invoices a run rebills, and the skip reasons of the others
+provider.py     AriaProvider: the BillingProvider port (open, plan, settle, prepare, apply, preview)
+platform.py     PLATFORM: Aria's entry in the provider registry
 """
 
 from orchestrator.adapters.providers.aria import wire
@@ -32,16 +36,20 @@ from orchestrator.adapters.providers.aria.errors import (
     classify,
     error_code_of,
 )
+from orchestrator.adapters.providers.aria.platform import PLATFORM
+from orchestrator.adapters.providers.aria.provider import AriaProvider
 from orchestrator.adapters.providers.aria.queries import InvoiceQuery, bill_run, one_invoice
 from orchestrator.adapters.providers.aria.settings import AriaSettings
 
 __all__ = [
+    "PLATFORM",
     "AriaAuthError",
     "AriaBusyError",
     "AriaClient",
     "AriaCode",
     "AriaCodedError",
     "AriaNotFoundError",
+    "AriaProvider",
     "AriaRefusedError",
     "AriaSettings",
     "AriaUnexpectedError",
