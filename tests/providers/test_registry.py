@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from orchestrator.adapters.broker import embedded
 from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.bootstrap import Container, runtime
 from orchestrator.config import load_settings
@@ -36,6 +37,7 @@ def with_fake_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     monkeypatch.setenv("REBILL_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
     importlib.reload(cli_main)  # the command line is generated from the registry when it loads
     yield tenant
+    embedded.stop(tmp_path / "data")  # a dry run's dispatcher started the embedded broker
     fake_platform.TENANTS.pop(URL, None)
     monkeypatch.delitem(PLATFORMS, "fake")
     importlib.reload(cli_main)
