@@ -33,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--redis-url", default=os.environ.get("REBILL_BENCH_REDIS_URL"))
     parser.add_argument("--database-url", default=os.environ.get("REBILL_BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--planning-invoices",
+        type=int,
+        default=100_000,
+        help="the billing planned while its worker is killed (0: skip)",
+    )
     parser.add_argument("--json", type=Path, help="where to write the results")
     return parser.parse_args(argv)
 
@@ -94,6 +100,62 @@ def one_run(args: argparse.Namespace, fault: str | None, seed: int) -> dict[str,
             container.close()
 
 
+def planning_killed(args: argparse.Namespace) -> dict[str, Any]:
+    """The worker killed while it plans a large billing: planning resumes from its committed cursor,
+    no invoice is written twice. Only planning is timed (the run is cancelled once it is planned)."""
+    from orchestrator.bootstrap import Container
+    from orchestrator.config import load_settings
+    from orchestrator.services import planning, runs
+
+    backends = harness.Backends(args.redis_url, args.database_url)
+    invoices = args.planning_invoices
+    with harness.simulator(invoices=invoices, latency_ms=0, seed=11) as sim, backends.ledger_url() as url:
+        env = orchestrator_env(sim, backends, url, cap=8, threads=args.threads)
+        settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
+        container = Container(settings)
+        ledger = container.ledger
+        workers = [harness.start_worker(env, threads=args.threads, log=backends.workdir / "planner-0.log")]
+        workers[0].wait_ready()
+        try:
+            started = time.monotonic()
+            run = planning.start_run(
+                container.context, "imis", {"billing_log": sim.original_key}, settings.run_options()
+            )
+            killed_at = resumed_at = None
+            offset_at_kill = 0
+            while True:
+                current = ledger.get_run(run.id)
+                assert current is not None
+                if killed_at is None and current.plan_offset >= 0.3 * invoices:
+                    workers[-1].process.send_signal(signal.SIGKILL)
+                    killed_at, offset_at_kill = time.monotonic(), current.plan_offset
+                    workers.append(
+                        harness.start_worker(env, threads=args.threads, log=backends.workdir / "planner-1.log")
+                    )
+                elif killed_at is not None and resumed_at is None and current.plan_offset > offset_at_kill:
+                    resumed_at = time.monotonic()
+                if current.planned or current.state.is_final:
+                    break
+                time.sleep(0.05)
+            planned_in = time.monotonic() - started
+            rows = sum(1 for _ in ledger.iter_items(run.id))
+            runs.cancel_run(container.context, run.id)
+            return {
+                "fault": "kill while planning",
+                "invoices": invoices,
+                "planned_seconds": round(planned_in, 1),
+                "killed_at_offset": offset_at_kill,
+                "kill_to_progress_seconds": round(resumed_at - killed_at, 1) if resumed_at and killed_at else None,
+                "item_rows": rows,
+                "invoice_count": current.invoice_count,
+                "duplicates": rows - len({item.invoice.invoice_id for item in ledger.iter_items(run.id)}),
+            }
+        finally:
+            for worker in workers:
+                worker.stop()
+            container.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     results = [one_run(args, fault, seed=7) for fault in (None, "kill", "freeze")]
@@ -106,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": harness.machine(),
         "invoices": args.invoices,
         "results": results,
+        "planning": planning_killed(args) if args.planning_invoices else None,
     }
     text = json.dumps(report, indent=2)
     print(text)
