@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install rebill with its dev tools
 
-demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS simulator (PROVIDER=aria: Aria's)
+demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS simulator (PROVIDER=aria|salesforce|energycap: theirs)
 	$(BIN)/rebill demo $(if $(PROVIDER),--provider $(PROVIDER))
 
 test: $(STAMP) ## Run the whole test suite (set REBILL_TEST_REDIS_URL/REBILL_TEST_DATABASE_URL to add real servers)

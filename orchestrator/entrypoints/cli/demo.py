@@ -1,5 +1,5 @@
-"""`rebill demo`: a built-in simulator (iMIS by default, or Aria), an embedded worker, a whole run with
-live progress, then what happened and where the report is."""
+"""`rebill demo`: a built-in simulator (iMIS by default, or Aria, Salesforce, EnergyCAP), an embedded
+worker, a whole run with live progress, then what happened and where the report is."""
 
 from __future__ import annotations
 
@@ -26,11 +26,18 @@ from orchestrator.entrypoints.cli.progress import follow
 from orchestrator.services import planning, runs
 from simulators.aria import AriaApp, AriaFaults, AriaState, seed_bill_run
 from simulators.common import SimulatorServer
+from simulators.energycap.app import EnergyCapApp
+from simulators.energycap.corrected import write_corrected_bills
+from simulators.energycap.faults import EnergyCapFaults
+from simulators.energycap.state import EnergyCapState
 from simulators.imis.server import SimulatorServer as ImisSimulatorServer
 from simulators.imis.state import ImisState
+from simulators.salesforce.faults import SalesforceFaults
+from simulators.salesforce.server import simulator_server
+from simulators.salesforce.state import SalesforceState
 
 DEMO_USER = "demo"
-DEMO_PROVIDERS = ("imis", "aria")
+DEMO_PROVIDERS = ("imis", "aria", "salesforce", "energycap")
 #: The corrected rates of the Aria demo, for the services the Aria simulator seeds.
 ARIA_CORRECTIONS = Path(__file__).resolve().parents[3] / "ops" / "demo" / "aria-corrections.csv"
 ARIA_CLIENT_NO = 7_000_123
@@ -58,7 +65,7 @@ def run_demo(*, provider: str, invoices: int, latency_ms: float, seed: int | Non
     data_dir.mkdir(parents=True, exist_ok=True)
     broker_url(base)  # start the embedded Redis once, before the worker and this process race for it
 
-    make = _aria if provider == "aria" else _imis
+    make = {"imis": _imis, "aria": _aria, "salesforce": _salesforce, "energycap": _energycap}[provider]
     tenant = make(invoices, latency_ms, seed)
     started = time.monotonic()
     with tenant.server as server:
@@ -127,6 +134,81 @@ def _aria(invoices: int, latency_ms: float, seed: int) -> _Tenant:
         provider_options={"corrections": str(ARIA_CORRECTIONS), "reason_code": ARIA_REASON_CODE},
         summarise=lambda container, run_id, seconds, report: _summarise_aria(container, run_id, state, seconds, report),
     )
+
+
+def _salesforce(invoices: int, latency_ms: float, seed: int) -> _Tenant:
+    secret = secrets.token_urlsafe(18)
+    faults = SalesforceFaults(latency_ms=latency_ms, jitter_ms=latency_ms / 4, void_seconds=1.0, generate_seconds=2.0)
+    state = SalesforceState(client_id=DEMO_USER, client_secret=secret, faults=faults)
+    seeded = state.seed_run(invoices, seed)
+    click.echo(
+        f"Salesforce simulator: {invoices} invoices in invoice batch run {seeded.invoice_batch_run_id} over "
+        f"{len(seeded.billing_account_ids)} billing accounts (seed {seed})"
+    )
+
+    def counted() -> str:
+        c = state.counters()
+        return (
+            f"simulator: {sum(c['voids'].values())} voids applied, "
+            f"{sum(1 for n in c['voids'].values() if n > 1)} invoice(s) voided twice, "
+            f"{c['duplicate_void_attempts']} second void(s) refused, {len(c['generate_calls'])} generate "
+            f"call(s), {c['duplicate_generates']} schedule(s) generated twice"
+        )
+
+    return _Tenant(
+        server=simulator_server(state),
+        settings=lambda url: {
+            "salesforce_base_url": url,
+            "salesforce_client_id": DEMO_USER,
+            "salesforce_client_secret": secret,
+        },
+        selector={"invoice_batch_run": seeded.invoice_batch_run_id},
+        summarise=lambda container, run_id, seconds, report: _summarise_counts(
+            container, run_id, "voided", seconds, report, counted
+        ),
+    )
+
+
+def _energycap(invoices: int, latency_ms: float, seed: int) -> _Tenant:
+    api_key = secrets.token_urlsafe(18)
+    state = EnergyCapState(api_key=api_key, faults=EnergyCapFaults(latency_ms=latency_ms, import_seconds=2.0))
+    seeded = state.seed_period(invoices, seed)
+    corrected = Path(load_settings().data_dir) / "demo-corrected-bills.csv"
+    rows = write_corrected_bills(state, seeded, corrected)
+    click.echo(
+        f"EnergyCAP simulator: {invoices} bills of account period {seeded.account_period} (seed {seed}); "
+        f"{rows} corrected bills in {corrected}"
+    )
+
+    def counted() -> str:
+        c = state.counters()
+        return (
+            f"simulator: {sum(c['reversals'].values())} reversals applied, "
+            f"{sum(1 for n in c['reversals'].values() if n > 1)} bill(s) reversed twice, "
+            f"{len(c['batches'])} batch(es), {len(c['imports'])} import(s)"
+        )
+
+    return _Tenant(
+        server=SimulatorServer(EnergyCapApp(state), thread_name="energycap-simulator"),
+        settings=lambda url: {"energycap_base_url": url, "energycap_api_key": api_key},
+        selector={"account_period": seeded.account_period},
+        provider_options={"rebill_file": str(corrected)},
+        summarise=lambda container, run_id, seconds, report: _summarise_counts(
+            container, run_id, "reversed", seconds, report, counted
+        ),
+    )
+
+
+def _summarise_counts(
+    container: Container, run_id: str, done: str, seconds: float, report: Path, counted: Callable[[], str]
+) -> None:
+    ctx = container.context
+    run = runs.find_run(ctx, run_id)
+    _echo_outcomes(container, run_id, done)
+    path = " → ".join(event.code for event in ctx.ledger.status_events(run.id))
+    click.echo(f"{run.state.value}" + (f"; {run.provider} status {path}" if path else ""))
+    click.echo(counted())
+    click.echo(f"took {seconds:.1f} s; report: {report}")
 
 
 def _write_report(container: Container, run_id: str, data_dir: Path) -> Path:

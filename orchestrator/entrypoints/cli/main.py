@@ -444,17 +444,19 @@ _mount_simulators()
 @cli.command()
 @click.option(
     "--provider",
-    type=click.Choice(["imis", "aria"]),
+    type=click.Choice(["imis", "aria", "salesforce", "energycap"]),
     default="imis",
     show_default=True,
-    help="The simulated platform (aria: a bill run rebilled with ops/demo/aria-corrections.csv).",
+    help="The simulated platform (aria: a bill run rebilled with ops/demo/aria-corrections.csv; energycap: "
+    "a period reversed, then corrected bills generated for it imported).",
 )
 @click.option("--invoices", type=params.DEMO_INVOICES, default=2000, show_default=True)
 @click.option("--latency-ms", type=params.LATENCY_MS, default=20.0, show_default=True)
 @click.option("--seed", type=params.SEED, help="Simulator seed (default: a new billing every time).")
 @click.option("--workers", "concurrency", type=params.THREADS, default=8, show_default=True)
 def demo(provider: str, invoices: int, latency_ms: float, seed: int | None, concurrency: int) -> None:
-    """A whole reverse-and-rebill against a built-in simulator (iMIS, or Aria), with live progress."""
+    """A whole reverse-and-rebill against a built-in simulator (iMIS, Aria, Salesforce or EnergyCAP), with live
+    progress."""
     from orchestrator.entrypoints.cli.demo import run_demo
 
     sys.exit(run_demo(provider=provider, invoices=invoices, latency_ms=latency_ms, seed=seed, concurrency=concurrency))
