@@ -54,9 +54,16 @@ class WorkerIdentity:
         self.id = worker_id
         self._clock = clock
         self._last_beat: float | None = None
+        #: Bumped each time this worker learns it was declared dead: claims taken before are suspect.
+        self.epoch = 0
 
     def beaten(self) -> None:
         self._last_beat = self._clock()
+
+    def taken_over(self) -> None:
+        """Others declared this worker dead and took what it held: every claim it made before must be
+        checked in the ledger before it writes."""
+        self.epoch += 1
 
     def fresh(self, within: float) -> bool:
         """Its last heartbeat is younger than `within` seconds: nobody can have declared it dead."""

@@ -31,6 +31,7 @@ class TakenOver:
 def beat(ctx: Context, worker: WorkerIdentity, *, host: str, pid: int) -> None:
     """One heartbeat; a worker that learns it was declared dead says so (its claims were taken over)."""
     if not ctx.ledger.beat(worker.id, host=host, pid=pid, now=ctx.clock()):
+        worker.taken_over()  # before the beat counts as fresh: no claim of before passes the fence unchecked
         log.warning(
             "worker %s was declared dead while silent and is back: its claims were taken over; "
             "every write it still attempts is checked against the ledger first",

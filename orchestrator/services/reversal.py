@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from orchestrator.domain.errors import PermanentProviderError, ProviderPaused, TransientProviderError
@@ -88,6 +89,7 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
     batch = _WHOLE_CHUNK if whole_chunks else ctx.runtime.claim_batch_size
     now = ctx.clock()
     lease_until = now + ctx.runtime.lease
+    claim = Claim(owner, lease_until, ctx.worker.epoch if ctx.worker is not None else 0)
     items = ctx.ledger.claim_items(chunk_id, owner=owner, now=now, lease_until=lease_until, limit=batch)
     if whole_chunks and items:
         # A whole chunk is one write: its provider names the write after the chunk's number in the run.
@@ -103,7 +105,7 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
                     logcontext.bound(item_id=unit[0].id, invoice_id=unit[0].invoice.invoice_id),
                     ctx.recorder.collect() as calls,
                 ):
-                    outcomes = work_unit(ctx, provider, run, unit, owner=owner, lease_until=lease_until)
+                    outcomes = work_unit(ctx, provider, run, unit, claim=claim)
                 finished.extend(
                     FinishedItem(item, outcomes[item.id], calls if index == 0 else ())
                     for index, item in enumerate(unit)
@@ -114,9 +116,9 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
         worked += len(finished)
         _clear_notice_once_moving(ctx, run, finished)
         now = ctx.clock()
-        lease_until = now + ctx.runtime.lease
+        claim = Claim(owner, now + ctx.runtime.lease, ctx.worker.epoch if ctx.worker is not None else 0)
         items = ctx.ledger.finish_and_claim(
-            finished, owner=owner, now=now, chunk_id=chunk_id, lease_until=lease_until, limit=batch
+            finished, owner=owner, now=now, chunk_id=chunk_id, lease_until=claim.lease_until, limit=batch
         )
     return worked
 
@@ -132,8 +134,17 @@ def _after_chunk(ctx: Context, run: Run, chunk_id: int) -> None:
     advance(ctx, run.id)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A batch of claims as this worker took them: whose, until when, and in which of its lives."""
+
+    owner: str
+    lease_until: datetime
+    epoch: int  # the worker's epoch when it claimed: a later one means it was taken over since
+
+
 def work_unit(
-    ctx: Context, provider: BillingProvider, run: Run, items: Sequence[Item], *, owner: str, lease_until: datetime
+    ctx: Context, provider: BillingProvider, run: Run, items: Sequence[Item], *, claim: Claim
 ) -> dict[int, ItemOutcome]:
     """Decide and do what one claimed unit needs; an outcome for every item, never raises for provider errors."""
     outcomes: dict[int, ItemOutcome] = {}
@@ -149,7 +160,7 @@ def work_unit(
         return outcomes
     try:
         with provider.one_invoice_at_a_time():
-            _act(ctx, provider, run, todo, outcomes, owner=owner, lease_until=lease_until)
+            _act(ctx, provider, run, todo, outcomes, claim=claim)
     except TransientProviderError as error:
         _transient(ctx, run, todo, outcomes, error)
     except PermanentProviderError as error:
@@ -165,8 +176,7 @@ def _act(
     todo: list[Item],
     outcomes: dict[int, ItemOutcome],
     *,
-    owner: str,
-    lease_until: datetime,
+    claim: Claim,
 ) -> None:
     if any(item.claimed_before for item in todo):
         outcomes.update(provider.settle(run, todo))
@@ -179,7 +189,7 @@ def _act(
         return
     if run.options.dry_run:
         outcomes.update(provider.preview(run, prepared))
-    elif _claim_outlives_the_write(ctx, prepared.send, owner=owner, lease_until=lease_until):
+    elif _claim_outlives_the_write(ctx, prepared.send, claim):
         outcomes.update(provider.apply(run, prepared))
     else:
         for item in prepared.send:
@@ -220,18 +230,22 @@ def _clear_notice_once_moving(ctx: Context, run: Run, finished: Sequence[Finishe
         ctx.ledger.update_run(run.id, now=ctx.clock(), notice=None)
 
 
-def _claim_outlives_the_write(ctx: Context, items: Sequence[Item], *, owner: str, lease_until: datetime) -> bool:
+def _claim_outlives_the_write(ctx: Context, items: Sequence[Item], claim: Claim) -> bool:
     """The fence before the one call that must never be sent twice.
 
     Nobody may claim the items before our lease ends, and nobody declares this worker dead (which
     expires its claims at once) while its heartbeat is fresh. So while the lease outlives the longest
-    write call and the heartbeat is fresh, the claim is ours without asking; otherwise (a long
-    pause, a frozen process just resumed) it is renewed in the ledger, which fails if another worker
-    took an item over meanwhile. What remains: a pause of more than half the dead-worker time between
-    this check and the request leaving (see docs/reliability.md, known limits).
+    write call, the heartbeat is fresh and the worker was not declared dead since it claimed (a later
+    epoch), the claim is ours without asking; otherwise (a long pause, a frozen process just resumed)
+    it is renewed in the ledger, which fails if another worker took an item over meanwhile. What
+    remains: a pause of more than half the dead-worker time between this check and the request
+    leaving (see docs/reliability.md, known limits).
     """
     now = ctx.clock()
-    fresh = ctx.worker is None or ctx.worker.fresh(ctx.runtime.worker_dead_after_seconds / 2)
-    if fresh and lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
+    worker = ctx.worker
+    trusted = worker is None or (
+        worker.epoch == claim.epoch and worker.fresh(ctx.runtime.worker_dead_after_seconds / 2)
+    )
+    if trusted and claim.lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
         return True
-    return ctx.ledger.renew_lease([item.id for item in items], owner=owner, lease_until=now + ctx.runtime.lease)
+    return ctx.ledger.renew_lease([item.id for item in items], owner=claim.owner, lease_until=now + ctx.runtime.lease)

@@ -21,7 +21,7 @@ from orchestrator.domain.errors import (
     RunRefused,
 )
 from orchestrator.domain.run import Item, ItemOutcome, ItemState, ReasonCode, Run, RunOptions, RunState, StepPhase
-from orchestrator.services import follow_up, planning, reconciler, reports, reversal, runs
+from orchestrator.services import follow_up, liveness, planning, reconciler, reports, reversal, runs
 from orchestrator.services.context import Context, WorkerIdentity
 from orchestrator.services.ports import FinishedItem
 from tests.fakes import (
@@ -347,8 +347,7 @@ class TestClaims:
             world.provider,
             world.run(run_id),
             [slow],
-            owner="slow",
-            lease_until=world.clock.now - timedelta(seconds=1),
+            claim=reversal.Claim("slow", world.clock.now - timedelta(seconds=1), 0),
         )
 
         assert outcomes[slow.id].state is ItemState.IN_FLIGHT
@@ -383,9 +382,41 @@ class TestClaims:
 
         # Then w1, waking with a lease that looks good, asks the ledger first and sends nothing
         outcomes = reversal.work_unit(
-            world.ctx, world.provider, world.run(run_id), [frozen], owner="w1/1/a", lease_until=lease_until
+            world.ctx, world.provider, world.run(run_id), [frozen], claim=reversal.Claim("w1/1/a", lease_until, 0)
         )
 
+        assert outcomes[frozen.id].state is ItemState.IN_FLIGHT
+        assert world.provider.calls["invoice.reverse"] == 0
+
+    def test_a_thawed_worker_whose_heartbeat_came_back_first_still_asks_the_ledger(self, world: World) -> None:
+        # Given w1 frozen past its death with an item claimed, taken over by w2 meanwhile
+        dead_after = world.ctx.runtime.worker_dead_after_seconds
+        monotonic = [0.0]
+        worker = WorkerIdentity("w1", clock=lambda: monotonic[0])
+        world.ctx.worker = worker
+        liveness.beat(world.ctx, worker, host="host-1", pid=101)
+        run_id = world.start()
+        chunk_id = world.first_chunk(run_id)
+        lease_until = world.clock.now + timedelta(minutes=10)
+        [frozen] = world.ledger.claim_items(
+            chunk_id, owner="w1/1/a", now=world.clock(), lease_until=lease_until, limit=1
+        )
+        claim = reversal.Claim("w1/1/a", lease_until, worker.epoch)
+        monotonic[0] += dead_after + 1
+        world.clock.advance(dead_after + 1)
+        assert liveness.take_over_from_dead_workers(world.ctx).claims == 1
+        world.clock.advance(1)
+        [taken] = world.ledger.claim_items(
+            chunk_id, owner="w2/1/b", now=world.clock(), lease_until=world.clock.now + world.ctx.runtime.lease, limit=1
+        )
+        assert taken.id == frozen.id
+
+        # When w1 thaws and its heartbeat thread beats before its worker thread reaches the fence
+        liveness.beat(world.ctx, worker, host="host-1", pid=101)
+        assert worker.fresh(dead_after / 2)  # the heartbeat alone would let the claim through
+        outcomes = reversal.work_unit(world.ctx, world.provider, world.run(run_id), [frozen], claim=claim)
+
+        # Then the epoch it claimed in is gone: the ledger is asked, and nothing is sent
         assert outcomes[frozen.id].state is ItemState.IN_FLIGHT
         assert world.provider.calls["invoice.reverse"] == 0
 
