@@ -488,8 +488,18 @@ class Ledger(Protocol):
         """Take up to `limit` claimable items of the chunk (in id order) while its run is REVERSING."""
         ...
 
-    def renew_lease(self, item_ids: Sequence[int], *, owner: str, lease_until: datetime) -> bool:
-        """Extend claims still held by `owner`; False when any expired and someone else may hold it."""
+    def renew_lease(
+        self,
+        item_ids: Sequence[int],
+        *,
+        owner: str,
+        lease_until: datetime,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Extend claims still held by `owner`; False when any was taken over, or when `worker_id` was
+        declared dead (the renewal counts as its heartbeat otherwise: it cannot be declared dead while
+        it renews)."""
         ...
 
     def finish_items(self, finished: Sequence[FinishedItem], *, owner: str, now: datetime) -> None:

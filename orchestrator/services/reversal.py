@@ -192,8 +192,12 @@ def _act(
     elif _claim_outlives_the_write(ctx, prepared.send, claim):
         outcomes.update(provider.apply(run, prepared))
     else:
+        # Taken over, or this worker was declared dead: written only if the claim is still ours, and then
+        # left for the next claim, which reads the platform before anything is sent.
         for item in prepared.send:
-            outcomes[item.id] = ItemOutcome(ItemState.IN_FLIGHT, reason="claim lost before the write was sent")
+            outcomes[item.id] = ItemOutcome(
+                ItemState.RETRY_WAIT, reason="claim not confirmed before the write", next_attempt_at=ctx.clock()
+            )
 
 
 def _transient(
@@ -248,4 +252,10 @@ def _claim_outlives_the_write(ctx: Context, items: Sequence[Item], claim: Claim)
     )
     if trusted and claim.lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
         return True
-    return ctx.ledger.renew_lease([item.id for item in items], owner=claim.owner, lease_until=now + ctx.runtime.lease)
+    return ctx.ledger.renew_lease(
+        [item.id for item in items],
+        owner=claim.owner,
+        lease_until=now + ctx.runtime.lease,
+        worker_id=ctx.worker_id,
+        now=now,
+    )

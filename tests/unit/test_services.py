@@ -350,7 +350,7 @@ class TestClaims:
             claim=reversal.Claim("slow", world.clock.now - timedelta(seconds=1), 0),
         )
 
-        assert outcomes[slow.id].state is ItemState.IN_FLIGHT
+        assert outcomes[slow.id].state is ItemState.RETRY_WAIT  # written only if still ours: here it is not
         assert world.provider.reversals() == {}
         assert world.provider.calls["invoice.reverse"] == 0
 
@@ -385,7 +385,7 @@ class TestClaims:
             world.ctx, world.provider, world.run(run_id), [frozen], claim=reversal.Claim("w1/1/a", lease_until, 0)
         )
 
-        assert outcomes[frozen.id].state is ItemState.IN_FLIGHT
+        assert outcomes[frozen.id].state is ItemState.RETRY_WAIT
         assert world.provider.calls["invoice.reverse"] == 0
 
     def test_a_thawed_worker_whose_heartbeat_came_back_first_still_asks_the_ledger(self, world: World) -> None:
@@ -417,7 +417,7 @@ class TestClaims:
         outcomes = reversal.work_unit(world.ctx, world.provider, world.run(run_id), [frozen], claim=claim)
 
         # Then the epoch it claimed in is gone: the ledger is asked, and nothing is sent
-        assert outcomes[frozen.id].state is ItemState.IN_FLIGHT
+        assert outcomes[frozen.id].state is ItemState.RETRY_WAIT
         assert world.provider.calls["invoice.reverse"] == 0
 
     def test_claims_take_a_batch_in_id_order_and_never_the_same_item_twice(self, world: World) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Boolean, Connection, Engine, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.sql.elements import BindParameter
 
-from orchestrator.adapters.ledger.models import ApiCallRow, ChunkRow, ItemRow, RunRow
+from orchestrator.adapters.ledger.models import ApiCallRow, ChunkRow, ItemRow, RunRow, WorkerRow
 from orchestrator.adapters.ledger.rows import ERROR_LIMIT, LedgerBase, call_values, claimable, item_from_row
 from orchestrator.domain.billing import ApiCall
 from orchestrator.domain.run import ChunkState, Item, ItemOutcome, ItemState, RunState
@@ -185,15 +185,36 @@ class ItemClaims(LedgerBase):
         with self._write.begin() as conn:
             return self._claim(conn, chunk_id, owner=owner, now=now, lease_until=lease_until, limit=limit)
 
-    def renew_lease(self, item_ids: Sequence[int], *, owner: str, lease_until: datetime) -> bool:
+    def renew_lease(
+        self,
+        item_ids: Sequence[int],
+        *,
+        owner: str,
+        lease_until: datetime,
+        worker_id: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
         params = [{"p_item_id": item_id, "p_owner": owner, "p_lease_until": lease_until} for item_id in item_ids]
         try:
             with self._write.begin() as conn:
+                if worker_id is not None and not self._still_alive(conn, worker_id, now or lease_until):
+                    raise _LeaseLost  # declared dead: its claims are being taken over
                 if sum(conn.execute(self._renew_statement, one).rowcount for one in params) != len(params):
                     raise _LeaseLost  # all or none: a unit is sent whole or not at all
         except _LeaseLost:
             return False
         return True
+
+    @staticmethod
+    def _still_alive(conn: Connection, worker_id: str, now: datetime) -> bool:
+        """Beat for the worker unless it was declared dead: the same row `declare_dead` updates, so of a
+        renewal and a death declaration racing for one worker exactly one wins."""
+        return (
+            conn.execute(
+                update(WorkerRow).where(WorkerRow.id == worker_id, WorkerRow.dead_at.is_(None)).values(beat_at=now)
+            ).rowcount
+            == 1
+        )
 
     def finish_items(self, finished: Sequence[FinishedItem], *, owner: str, now: datetime) -> None:
         if finished:
