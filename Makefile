@@ -27,11 +27,14 @@ venv: $(STAMP) ## Create .venv and install rebill with its dev tools
 demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS simulator (PROVIDER=aria|salesforce|energycap: theirs)
 	$(BIN)/rebill demo $(if $(PROVIDER),--provider $(PROVIDER))
 
+# Test processes side by side (each runs its own deployments); TEST_PROCESSES=1 runs them one after another.
+TEST_PROCESSES ?= 2
+
 test: $(STAMP) ## Run the whole test suite (set REBILL_TEST_REDIS_URL/REBILL_TEST_DATABASE_URL to add real servers)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## Run the suite without the slow scenarios
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) -m "not slow" $(PYTEST_ARGS)
 
 check: lint typecheck ## ruff, mypy and the layer contracts
 
