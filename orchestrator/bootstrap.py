@@ -21,7 +21,7 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.adapters.providers.tenant_limit import LimitedTransport, TenantLimiter, tenant_key
 from orchestrator.config import Settings
 from orchestrator.domain.errors import ConfigurationError
-from orchestrator.services.context import CallRecorder, Context, Runtime, WorkerIdentity
+from orchestrator.services.context import CallRecorder, Context, Tuning, WorkerIdentity
 from orchestrator.services.ports import BillingProvider, Dispatcher
 
 
@@ -53,8 +53,8 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or default_sqlite_url(Path(settings.data_dir))
 
 
-def runtime(settings: Settings) -> Runtime:
-    return Runtime(
+def tuning(settings: Settings) -> Tuning:
+    return Tuning(
         lease_seconds=settings.lease_seconds,
         dispatch_window=settings.dispatch_window or 16,
         dispatch_windows={name: settings.chunks_in_broker(name) for name in settings.providers},
@@ -214,7 +214,7 @@ class Container:
             providers=self.providers,
             dispatcher=self.dispatcher,
             recorder=self.recorder,
-            runtime=runtime(self.settings),
+            tuning=tuning(self.settings),
             worker=self.worker,
         )
 

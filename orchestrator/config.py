@@ -18,11 +18,11 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.adapters.providers.settings import ProviderSettings
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.domain.run import RunOptions
-from orchestrator.services.context import Runtime
+from orchestrator.services.context import Tuning
 
 #: The defaults of a run's options and of the deployment's tuning are defined once, where they live.
 _RUN = RunOptions()
-_TUNED = Runtime()
+_TUNED = Tuning()
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]

@@ -14,7 +14,7 @@ from typing import Any
 from redbeat import RedBeatScheduler
 
 from orchestrator.adapters.broker.celery import FIRE_SCHEDULE, reconcile_entry
-from orchestrator.adapters.schedules import Schedule, Timing
+from orchestrator.adapters.schedule_file import Schedule, Timing
 from orchestrator.config import Settings
 
 ENTRY_PREFIX = "schedule:"

@@ -15,7 +15,7 @@ from orchestrator.domain.errors import ConfigurationError
 from workers.beat import beat_config
 from workers.celery_app import configure
 from workers.observability import setup_logging, tenant_collector
-from workers.scheduled import schedule_of
+from workers.schedule_task import schedule_of
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from orchestrator.adapters.broker.celery import (
 from orchestrator.domain.errors import TransientProviderError
 from orchestrator.domain.run import retry_delay
 from orchestrator.services import follow_up, planning, reconciler, reversal
-from workers import scheduled
+from workers import schedule_task
 from workers.celery_app import app
-from workers.runtime import container, context
+from workers.process import container, context
 
 
 def _retry(task: Task[Any, Any], error: TransientProviderError) -> NoReturn:
@@ -74,6 +74,6 @@ def reconcile() -> None:
 def fire_schedule(self: Task[Any, Any], schedule: str, slot: str) -> None:
     """One firing of a schedule slot (a name and a time only); the ledger makes one run per slot."""
     try:
-        scheduled.fire(container(), schedule, slot)
+        schedule_task.fire(container(), schedule, slot)
     except TransientProviderError as error:
         _retry(self, error)

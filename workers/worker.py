@@ -22,7 +22,7 @@ from orchestrator.services import liveness, reconciler
 from orchestrator.services.context import WorkerIdentity
 from workers.celery_app import configure
 from workers.observability import start_worker_metrics
-from workers.runtime import install
+from workers.process import install
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.adapters.ledger.firings import ScheduleFiringRow
 from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow, WorkerRow
-from orchestrator.adapters.schedules import Schedule
+from orchestrator.adapters.schedule_file import Schedule
 from orchestrator.domain.billing import ApiCall
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.domain.run import ACTIVE_RUN_STATES, ItemState, RunState

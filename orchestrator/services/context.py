@@ -72,7 +72,7 @@ class WorkerIdentity:
 
 
 @dataclass(frozen=True, slots=True)
-class Runtime:
+class Tuning:
     """Knobs of the deployment (not of a run)."""
 
     lease_seconds: float = 120.0
@@ -100,7 +100,7 @@ class Context:
     providers: Providers
     dispatcher: Dispatcher
     recorder: CallRecorder = field(default_factory=CallRecorder)
-    runtime: Runtime = field(default_factory=Runtime)
+    tuning: Tuning = field(default_factory=Tuning)
     clock: Clock = utc_now
     worker: WorkerIdentity | None = None  # None outside a worker process (the command line)
 
@@ -114,4 +114,4 @@ class Context:
 
     def countdown_until(self, moment: datetime) -> float:
         seconds = (moment - self.clock()).total_seconds()
-        return min(max(0.0, seconds), self.runtime.max_countdown_seconds)
+        return min(max(0.0, seconds), self.tuning.max_countdown_seconds)

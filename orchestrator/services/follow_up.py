@@ -45,7 +45,7 @@ from orchestrator.services.ports import (
     StepResult,
     Watch,
 )
-from orchestrator.services.progress import stop_run
+from orchestrator.services.transitions import stop_run
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def follow(ctx: Context, run_id: str) -> None:
         return
     seconds = min(
         wait.after if wait.after is not None else run.options.poll_interval_seconds,
-        ctx.runtime.max_countdown_seconds,
+        ctx.tuning.max_countdown_seconds,
     )
     if ctx.ledger.claim_poll(run_id, expected=held_until, next_poll_at=ctx.clock() + timedelta(seconds=seconds)):
         ctx.dispatcher.poll(run_id, countdown=seconds)
@@ -217,7 +217,7 @@ def _settle_steps(ctx: Context, provider: BillingProvider, run: Run, uncertain: 
     if not unknown:
         return _DECIDE_AGAIN
     oldest = min(step.claimed_at for step in unknown)
-    if now - oldest < timedelta(seconds=ctx.runtime.rebill_settle_seconds):
+    if now - oldest < timedelta(seconds=ctx.tuning.rebill_settle_seconds):
         return Watch()
     keys = ", ".join(step.key for step in unknown)
     stop_run(
@@ -227,7 +227,7 @@ def _settle_steps(ctx: Context, provider: BillingProvider, run: Run, uncertain: 
         to=RunState.NEEDS_ATTENTION,
         code=ReasonCode.REBILL_OUTCOME_UNKNOWN,
         reason=f"{keys} got no answer and {provider.title} shows no sign of it after "
-        f"{int(ctx.runtime.rebill_settle_seconds)} s; check {provider.title}, then `rebill retry {run.id}` "
+        f"{int(ctx.tuning.rebill_settle_seconds)} s; check {provider.title}, then `rebill retry {run.id}` "
         "(it reads the platform again before sending anything)",
     )
     return None

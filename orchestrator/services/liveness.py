@@ -43,7 +43,7 @@ def beat(ctx: Context, worker: WorkerIdentity, *, host: str, pid: int) -> None:
 def take_over_from_dead_workers(ctx: Context) -> TakenOver:
     """Declare silent workers dead and give back what they held; safe to run in every worker at once."""
     now = ctx.clock()
-    silent_since = now - timedelta(seconds=ctx.runtime.worker_dead_after_seconds)
+    silent_since = now - timedelta(seconds=ctx.tuning.worker_dead_after_seconds)
     taken = TakenOver()
     for worker_id in ctx.ledger.declare_dead(silent_since=silent_since, now=now):
         released = ctx.ledger.release_worker(worker_id, now=now)
@@ -60,7 +60,7 @@ def take_over_from_dead_workers(ctx: Context) -> TakenOver:
             "worker %s declared dead (no heartbeat for over %g s): expired %s claim(s), re-dispatched "
             "%s chunk(s) and %s run step(s)",
             worker_id,
-            ctx.runtime.worker_dead_after_seconds,
+            ctx.tuning.worker_dead_after_seconds,
             released.claims,
             len(released.chunks),
             len(released.runs),

@@ -16,7 +16,7 @@ from orchestrator.domain.errors import PermanentProviderError
 from orchestrator.domain.run import ReasonCode, Run, RunOptions, RunState
 from orchestrator.services.context import Context
 from orchestrator.services.ports import BillingProvider, NewRun
-from orchestrator.services.progress import advance, dispatch_ready_chunks
+from orchestrator.services.transitions import advance, dispatch_ready_chunks
 
 log = logging.getLogger(__name__)
 

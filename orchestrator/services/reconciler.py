@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from orchestrator.domain.run import Run, RunState
 from orchestrator.services.context import Context
-from orchestrator.services.progress import advance, dispatch_ready_chunks
+from orchestrator.services.transitions import advance, dispatch_ready_chunks
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def reconcile(ctx: Context) -> Reconciled:
 
 def reconcile_run(ctx: Context, run: Run) -> Reconciled:
     now = ctx.clock()
-    quiet_since = now - timedelta(seconds=ctx.runtime.lost_message_seconds)
+    quiet_since = now - timedelta(seconds=ctx.tuning.lost_message_seconds)
     plans = rebills = polls = chunks = 0
     if run.state is RunState.PLANNING and run.updated_at < quiet_since:
         ctx.ledger.update_run(run.id, now=now)

@@ -22,7 +22,7 @@ from orchestrator.domain.run import Item, ItemOutcome, ItemState, Run, RunState,
 from orchestrator.services import logcontext
 from orchestrator.services.context import Context
 from orchestrator.services.ports import ActionUnit, BillingProvider, FinishedItem
-from orchestrator.services.progress import advance, dispatch_ready_chunks
+from orchestrator.services.transitions import advance, dispatch_ready_chunks
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
     if run is None or run.state not in (RunState.PLANNING, RunState.REVERSING):
         return
     deliveries = ctx.ledger.record_delivery(chunk_id, worker_id=ctx.worker_id)
-    if deliveries > ctx.runtime.max_deliveries:
+    if deliveries > ctx.tuning.max_deliveries:
         failed = ctx.ledger.fail_open_items(
             chunk_id,
             reason=f"chunk delivered {deliveries} times without finishing (a worker died each time)",
@@ -53,7 +53,7 @@ def process_chunk(ctx: Context, run_id: str, chunk_id: int) -> None:
         _work_through(ctx, run, chunk_id)
         ctx.ledger.finish_delivery(chunk_id)
     _after_chunk(ctx, run, chunk_id)
-    _help_with_the_tail(ctx, run, until=started + timedelta(seconds=ctx.runtime.max_countdown_seconds))
+    _help_with_the_tail(ctx, run, until=started + timedelta(seconds=ctx.tuning.max_countdown_seconds))
 
 
 def _help_with_the_tail(ctx: Context, run: Run, *, until: datetime) -> None:
@@ -86,9 +86,9 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
     provider = ctx.provider(run.provider)
     whole_chunks = provider.unit is ActionUnit.CHUNK
     owner = f"{ctx.worker_id or '-'}/{chunk_id}/{uuid.uuid4().hex}"  # the worker first: a dead one's claims expire
-    batch = _WHOLE_CHUNK if whole_chunks else ctx.runtime.claim_batch_size
+    batch = _WHOLE_CHUNK if whole_chunks else ctx.tuning.claim_batch_size
     now = ctx.clock()
-    lease_until = now + ctx.runtime.lease
+    lease_until = now + ctx.tuning.lease
     claim = Claim(owner, lease_until, ctx.worker.epoch if ctx.worker is not None else 0)
     items = ctx.ledger.claim_items(chunk_id, owner=owner, now=now, lease_until=lease_until, limit=batch)
     if whole_chunks and items:
@@ -116,7 +116,7 @@ def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:
         worked += len(finished)
         _clear_notice_once_moving(ctx, run, finished)
         now = ctx.clock()
-        claim = Claim(owner, now + ctx.runtime.lease, ctx.worker.epoch if ctx.worker is not None else 0)
+        claim = Claim(owner, now + ctx.tuning.lease, ctx.worker.epoch if ctx.worker is not None else 0)
         items = ctx.ledger.finish_and_claim(
             finished, owner=owner, now=now, chunk_id=chunk_id, lease_until=claim.lease_until, limit=batch
         )
@@ -247,15 +247,13 @@ def _claim_outlives_the_write(ctx: Context, items: Sequence[Item], claim: Claim)
     """
     now = ctx.clock()
     worker = ctx.worker
-    trusted = worker is None or (
-        worker.epoch == claim.epoch and worker.fresh(ctx.runtime.worker_dead_after_seconds / 2)
-    )
-    if trusted and claim.lease_until - now > timedelta(seconds=ctx.runtime.write_budget_seconds):
+    trusted = worker is None or (worker.epoch == claim.epoch and worker.fresh(ctx.tuning.worker_dead_after_seconds / 2))
+    if trusted and claim.lease_until - now > timedelta(seconds=ctx.tuning.write_budget_seconds):
         return True
     return ctx.ledger.renew_lease(
         [item.id for item in items],
         owner=claim.owner,
-        lease_until=now + ctx.runtime.lease,
+        lease_until=now + ctx.tuning.lease,
         worker_id=ctx.worker_id,
         now=now,
     )

@@ -11,8 +11,8 @@ from orchestrator.domain.run import ACTIVE_RUN_STATES, ReasonCode, Run, RunState
 from orchestrator.domain.user_input import quoted
 from orchestrator.services.context import Context
 from orchestrator.services.ports import Settlement
-from orchestrator.services.progress import advance, dispatch_ready_chunks
 from orchestrator.services.reconciler import reconcile_run
+from orchestrator.services.transitions import advance, dispatch_ready_chunks
 
 
 def find_run(ctx: Context, run_id: str) -> Run:

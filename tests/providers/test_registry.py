@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from orchestrator.adapters.broker import embedded
 from orchestrator.adapters.providers.registry import PLATFORMS
-from orchestrator.bootstrap import Container, runtime
+from orchestrator.bootstrap import Container, tuning
 from orchestrator.config import load_settings
 from orchestrator.domain.run import ItemState, RunState
 from orchestrator.entrypoints.cli import main as cli_main
@@ -80,7 +80,7 @@ def test_the_core_drives_it_to_completion_through_the_composition_root(with_fake
         providers=container.providers,
         dispatcher=dispatcher,
         recorder=container.recorder,
-        runtime=runtime(container.settings),
+        tuning=tuning(container.settings),
         clock=clock,
     )
     try:

@@ -8,7 +8,7 @@ import pytest
 from orchestrator.adapters.ledger.database import LedgerEngines, create_engines, migrate
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.run import RunOptions
-from orchestrator.services.context import CallRecorder, Context, Runtime
+from orchestrator.services.context import CallRecorder, Context, Tuning
 from tests.fakes import FakeBulkProvider, FakeClock, FakeDispatcher, FakeProvider, FakeProviders
 from tests.support.databases import backends, database_url
 
@@ -67,7 +67,7 @@ def ctx(
         providers=providers,
         dispatcher=dispatcher,
         recorder=recorder,
-        runtime=Runtime(lease_seconds=60, dispatch_window=4, lost_message_seconds=30, rebill_settle_seconds=20),
+        tuning=Tuning(lease_seconds=60, dispatch_window=4, lost_message_seconds=30, rebill_settle_seconds=20),
         clock=clock,
     )
 

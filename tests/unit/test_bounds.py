@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 from pydantic import ValidationError
 
 from orchestrator.adapters.providers.imis.options import ImisSelector, parse_billing_log_key
-from orchestrator.adapters.schedules import ScheduleFileError, parse_schedule
+from orchestrator.adapters.schedule_file import ScheduleFileError, parse_schedule
 from orchestrator.domain.user_input import quoted
 from orchestrator.entrypoints.cli import params
 from orchestrator.entrypoints.cli.main import CliState, cli

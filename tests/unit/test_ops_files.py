@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from orchestrator.adapters.ledger.database import create_engines, migrate
 from orchestrator.adapters.metrics import ApiMetrics, LedgerCollector, ScheduleCollector, TenantCollector
-from orchestrator.adapters.schedules import load_schedule
+from orchestrator.adapters.schedule_file import load_schedule
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 

@@ -11,7 +11,7 @@ from celery import Celery
 from celery.schedules import crontab
 from click.testing import CliRunner
 
-from orchestrator.adapters.schedules import CronTiming, EveryTiming, ScheduleFileError, parse_schedule
+from orchestrator.adapters.schedule_file import CronTiming, EveryTiming, ScheduleFileError, parse_schedule
 from orchestrator.entrypoints.cli.main import CliState, cli
 
 GOOD = """\

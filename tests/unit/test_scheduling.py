@@ -13,7 +13,7 @@ from orchestrator.adapters.ledger.firings import SqlFiringLog
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.errors import ProviderAuthError, ProviderUnavailable
 from orchestrator.domain.run import RunOptions, RunState
-from orchestrator.services import planning, scheduling
+from orchestrator.services import planning, schedule_firing
 from orchestrator.services.context import Context
 from orchestrator.services.ports import FiringOutcome, ScheduleFiring
 from tests.fakes import BILLING, CYCLE, FakeBilling, FakeDispatcher, FakeProvider
@@ -43,7 +43,7 @@ def fire(
     choice: Mapping[str, Any] = LATEST,
     provider_options: Mapping[str, Any] | None = None,
 ) -> ScheduleFiring:
-    return scheduling.fire(
+    return schedule_firing.fire(
         ctx,
         firings,
         schedule="monthly",
@@ -255,7 +255,7 @@ def test_a_transient_error_leaves_the_slot_unrecorded_for_the_caller_to_retry(
     with pytest.raises(ProviderUnavailable):
         fire(ctx, firings, options)
 
-    assert firings.get_firing(scheduling.slot_key("monthly", SLOT)) is None
+    assert firings.get_firing(schedule_firing.slot_key("monthly", SLOT)) is None
     assert fire(ctx, firings, options).outcome is FiringOutcome.STARTED
 
 

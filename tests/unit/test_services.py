@@ -227,7 +227,7 @@ class TestUnknownOutcomes:
         world.dispatcher.sent.clear()  # the broker lost every message
         # A worker claimed an item and died before finishing it.
         world.ledger.claim_items(chunk_id, owner="dead", now=world.clock(), lease_until=world.clock.now, limit=1)
-        world.clock.advance(world.ctx.runtime.lost_message_seconds + 1)
+        world.clock.advance(world.ctx.tuning.lost_message_seconds + 1)
 
         found = reconciler.reconcile(world.ctx)
         world.deliver()
@@ -271,7 +271,7 @@ class TestUnknownOutcomes:
     def test_retry_after_an_unknown_step_that_did_land_follows_it_without_resending(self, world: World) -> None:
         # Given a job that stays invisible to reading until the settle window has passed
         world.provider.script("queued", "queued", "queued", "queued", "queued", "running", "done")
-        world.ctx.runtime = dataclasses.replace(world.ctx.runtime, rebill_settle_seconds=2)
+        world.ctx.tuning = dataclasses.replace(world.ctx.tuning, rebill_settle_seconds=2)
         run_id = world.start()
         world.provider.applied_then_lost("job.create", BILLING, ProviderTimeout("timeout", may_have_applied=True))
         world.deliver()
@@ -338,7 +338,7 @@ class TestClaims:
         )
         world.clock.advance(1)  # the slow worker's lease ran out while it waited ...
         [taken] = world.ledger.claim_items(
-            chunk_id, owner="fast", now=world.clock(), lease_until=world.clock.now + world.ctx.runtime.lease, limit=1
+            chunk_id, owner="fast", now=world.clock(), lease_until=world.clock.now + world.ctx.tuning.lease, limit=1
         )
         assert taken.id == slow.id  # ... and another worker took the item over
 
@@ -356,7 +356,7 @@ class TestClaims:
 
     def test_a_frozen_worker_whose_claims_were_taken_over_never_sends_when_it_wakes(self, world: World) -> None:
         # Given worker w1, which claimed an item with a long lease and then froze: no heartbeat since
-        dead_after = world.ctx.runtime.worker_dead_after_seconds
+        dead_after = world.ctx.tuning.worker_dead_after_seconds
         monotonic = [0.0]
         world.ctx.worker = WorkerIdentity("w1", clock=lambda: monotonic[0])
         world.ctx.worker.beaten()
@@ -376,7 +376,7 @@ class TestClaims:
         assert world.ledger.release_worker("w1", now=world.clock()).claims == 1
         world.clock.advance(1)
         [taken] = world.ledger.claim_items(
-            chunk_id, owner="w2/1/b", now=world.clock(), lease_until=world.clock.now + world.ctx.runtime.lease, limit=1
+            chunk_id, owner="w2/1/b", now=world.clock(), lease_until=world.clock.now + world.ctx.tuning.lease, limit=1
         )
         assert taken.id == frozen.id
 
@@ -390,7 +390,7 @@ class TestClaims:
 
     def test_a_thawed_worker_whose_heartbeat_came_back_first_still_asks_the_ledger(self, world: World) -> None:
         # Given w1 frozen past its death with an item claimed, taken over by w2 meanwhile
-        dead_after = world.ctx.runtime.worker_dead_after_seconds
+        dead_after = world.ctx.tuning.worker_dead_after_seconds
         monotonic = [0.0]
         worker = WorkerIdentity("w1", clock=lambda: monotonic[0])
         world.ctx.worker = worker
@@ -407,7 +407,7 @@ class TestClaims:
         assert liveness.take_over_from_dead_workers(world.ctx).claims == 1
         world.clock.advance(1)
         [taken] = world.ledger.claim_items(
-            chunk_id, owner="w2/1/b", now=world.clock(), lease_until=world.clock.now + world.ctx.runtime.lease, limit=1
+            chunk_id, owner="w2/1/b", now=world.clock(), lease_until=world.clock.now + world.ctx.tuning.lease, limit=1
         )
         assert taken.id == frozen.id
 
@@ -423,7 +423,7 @@ class TestClaims:
     def test_claims_take_a_batch_in_id_order_and_never_the_same_item_twice(self, world: World) -> None:
         run_id = world.start()
         chunk_id = world.first_chunk(run_id)
-        lease_until = world.clock.now + world.ctx.runtime.lease
+        lease_until = world.clock.now + world.ctx.tuning.lease
 
         first = world.ledger.claim_items(chunk_id, owner="a", now=world.clock(), lease_until=lease_until, limit=3)
         second = world.ledger.claim_items(chunk_id, owner="b", now=world.clock(), lease_until=lease_until, limit=3)
@@ -436,7 +436,7 @@ class TestClaims:
     def test_finishing_a_batch_claims_the_next_in_the_same_transaction(self, world: World) -> None:
         run_id = world.start(options=dataclasses.replace(world.options, chunk_size=10))
         chunk_id = world.first_chunk(run_id)
-        lease_until = world.clock.now + world.ctx.runtime.lease
+        lease_until = world.clock.now + world.ctx.tuning.lease
         first = world.ledger.claim_items(chunk_id, owner="a", now=world.clock(), lease_until=lease_until, limit=3)
         held = world.ledger.claim_items(chunk_id, owner="b", now=world.clock(), lease_until=lease_until, limit=1)
 
@@ -466,7 +466,7 @@ class TestClaims:
         assert [states[i.id] for i in batch[:2]] == [ItemState.REVERSED] * 2  # worked before the kill: written
         assert all(states[i.id] is ItemState.IN_FLIGHT for i in batch[2:])  # the rest stay claimed
 
-        world.clock.advance(world.ctx.runtime.lease_seconds + 1)
+        world.clock.advance(world.ctx.tuning.lease_seconds + 1)
         reversal.process_chunk(world.ctx, run_id, chunk_id)
 
         after = {i.invoice.invoice_id: i for i in world.chunk(run_id, chunk_id)}
@@ -481,7 +481,7 @@ class TestClaims:
         world.dispatcher.sent = [message for message in world.dispatcher.sent if message[1] != (run_id, busy)]
         world.ledger.record_delivery(busy)
         [slow] = world.ledger.claim_items(
-            busy, owner="slow", now=world.clock(), lease_until=world.clock.now + world.ctx.runtime.lease, limit=1
+            busy, owner="slow", now=world.clock(), lease_until=world.clock.now + world.ctx.tuning.lease, limit=1
         )
 
         world.deliver()  # every other chunk, whose workers then help
@@ -494,7 +494,7 @@ class TestClaims:
         assert all(count == 1 for count in world.provider.reversals().values())
 
     def test_no_help_is_taken_up_once_the_task_has_run_half_the_visibility_timeout(self, world: World) -> None:
-        world.ctx.runtime = dataclasses.replace(world.ctx.runtime, max_countdown_seconds=0)
+        world.ctx.tuning = dataclasses.replace(world.ctx.tuning, max_countdown_seconds=0)
         run_id = world.start()
         busy = world.first_chunk(run_id)
         world.dispatcher.sent = [message for message in world.dispatcher.sent if message[1] != (run_id, busy)]
@@ -554,7 +554,7 @@ class TestFailuresAndRetry:
     def test_a_chunk_that_keeps_killing_workers_ends_failed(self, world: World) -> None:
         run_id = world.start()
         chunk_id = world.first_chunk(run_id)
-        for _ in range(world.ctx.runtime.max_deliveries):
+        for _ in range(world.ctx.tuning.max_deliveries):
             world.ledger.record_delivery(chunk_id)  # deliveries that died before finishing
         world.deliver()
 
@@ -785,7 +785,7 @@ class TestChunkProvider:
     """A provider whose one write covers a whole chunk (EnergyCAP's bulk reverse)."""
 
     def test_each_chunk_is_claimed_at_once_and_reversed_in_one_call(self, world: World) -> None:
-        world.ctx.runtime = dataclasses.replace(world.ctx.runtime, claim_batch_size=2)
+        world.ctx.tuning = dataclasses.replace(world.ctx.tuning, claim_batch_size=2)
         run_id = world.start(provider=world.bulk)
         world.deliver()
 

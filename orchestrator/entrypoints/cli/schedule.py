@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from orchestrator.adapters.schedules import Schedule, ScheduleEntry, load_schedule
+from orchestrator.adapters.schedule_file import Schedule, ScheduleEntry, load_schedule
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError
 from orchestrator.entrypoints.cli import params

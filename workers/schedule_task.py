@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.adapters.schedules import Schedule, load_schedule
+from orchestrator.adapters.schedule_file import Schedule, load_schedule
 from orchestrator.bootstrap import Container
 from orchestrator.domain.errors import ConfigurationError
-from orchestrator.services import scheduling
+from orchestrator.services import schedule_firing
 from orchestrator.services.ports import FiringOutcome, ScheduleFiring
 
 
@@ -28,14 +28,14 @@ def fire(container: Container, name: str, slot: str) -> ScheduleFiring:
         schedule = schedule_of(container)
     except ConfigurationError as error:
         slot_at = datetime.fromisoformat(slot) if slot else now
-        return scheduling.record_unfired(
+        return schedule_firing.record_unfired(
             ctx, firings, schedule=name, slot_at=slot_at, outcome=FiringOutcome.FAILED, reason=str(error)
         )
     entry = schedule.get(name)
     if entry is None or not entry.enabled:
         slot_at = datetime.fromisoformat(slot) if slot else now
         what = "is disabled" if entry is not None else "is not"
-        return scheduling.record_unfired(
+        return schedule_firing.record_unfired(
             ctx,
             firings,
             schedule=name,
@@ -44,7 +44,7 @@ def fire(container: Container, name: str, slot: str) -> ScheduleFiring:
             reason=f"schedule {name!r} {what} in {schedule.path} (REBILL_SCHEDULE_FILE) on this worker",
         )
     slot_at = datetime.fromisoformat(slot) if slot else (entry.timing.slot_at(now) or now)
-    return scheduling.fire(
+    return schedule_firing.fire(
         ctx,
         firings,
         schedule=name,

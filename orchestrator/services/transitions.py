@@ -22,7 +22,7 @@ def stop_run(
 
 def dispatch_ready_chunks(ctx: Context, run: Run) -> int:
     """Keep at most the dispatch window of the run's provider in the broker for this run."""
-    window = ctx.runtime.window_for(run.provider)
+    window = ctx.tuning.window_for(run.provider)
     chunk_ids = ctx.ledger.take_chunks_to_dispatch(run.id, window=window, now=ctx.clock())
     for chunk_id in chunk_ids:
         ctx.dispatcher.reverse_chunk(run.id, chunk_id)
