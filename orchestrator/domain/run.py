@@ -189,6 +189,7 @@ class ReasonCode(enum.StrEnum):
     BILLING_FAILED = "BILLING_FAILED"
     STALLED = "STALLED"
     PLANNING_FAILED = "PLANNING_FAILED"
+    CREDENTIALS_REFUSED = "CREDENTIALS_REFUSED"  # the tenant refused our credentials mid-run: nothing more is sent
     CANCELLED = "CANCELLED"
 
 

@@ -17,12 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from orchestrator.domain.errors import PermanentProviderError, ProviderPaused, TransientProviderError
-from orchestrator.domain.run import Item, ItemOutcome, ItemState, Run, RunState, retry_delay
+from orchestrator.domain.errors import (
+    PermanentProviderError,
+    ProviderAuthError,
+    ProviderPaused,
+    TransientProviderError,
+)
+from orchestrator.domain.run import Item, ItemOutcome, ItemState, ReasonCode, Run, RunState, retry_delay
 from orchestrator.services import logcontext
 from orchestrator.services.context import Context
 from orchestrator.services.ports import ActionUnit, BillingProvider, FinishedItem
-from orchestrator.services.transitions import advance, dispatch_ready_chunks
+from orchestrator.services.transitions import advance, dispatch_ready_chunks, stop_run
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +168,36 @@ def work_unit(
             _act(ctx, provider, run, todo, outcomes, claim=claim)
     except TransientProviderError as error:
         _transient(ctx, run, todo, outcomes, error)
+    except ProviderAuthError as error:
+        _credentials_refused(ctx, provider, run, todo, outcomes, error)
     except PermanentProviderError as error:
         for item in todo:
             outcomes.setdefault(item.id, ItemOutcome(ItemState.FAILED, reason=error.message, error=repr(error)))
     return outcomes
+
+
+def _credentials_refused(
+    ctx: Context,
+    provider: BillingProvider,
+    run: Run,
+    todo: Sequence[Item],
+    outcomes: dict[int, ItemOutcome],
+    error: ProviderAuthError,
+) -> None:
+    """The tenant refuses our credentials: no other invoice would fare better, so the run stops (no more
+    claims while it waits) and this unit waits to be tried again after `rebill retry`."""
+    for item in todo:
+        outcomes.setdefault(item.id, ItemOutcome(ItemState.RETRY_WAIT, error=repr(error), next_attempt_at=ctx.clock()))
+    if stop_run(
+        ctx,
+        run.id,
+        was=RunState.REVERSING,
+        to=RunState.NEEDS_ATTENTION,
+        code=ReasonCode.CREDENTIALS_REFUSED,
+        reason=f"{provider.title} refused the credentials: {error.message}. Fix them (`rebill providers check "
+        f"{provider.name}`), then `rebill retry {run.id}`",
+    ):
+        log.error("run %s stopped: %s refused the credentials (%s)", run.id, provider.title, error.message)
 
 
 def _act(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from orchestrator.domain.errors import RunRefused
@@ -100,11 +101,14 @@ def retry_run(ctx: Context, run_id: str, *, asked: Mapping[str, Any] | None = No
         ctx.ledger.release_steps(run.id, phases={StepPhase.FAILED}, now=now)
         _follow_again(ctx, run, RunState.REBILLING)
         return RetryResult(f"run {run.id}: sending the rebill again (it was refused before)", True)
+    if code is ReasonCode.CREDENTIALS_REFUSED:
+        ctx.ledger.transition(run.id, from_states={run.state}, to=RunState.REVERSING, now=now)
+        chunks = dispatch_ready_chunks(ctx, run) + _send_chunks_again(ctx, run)
+        advance(ctx, run.id)
+        return RetryResult(f"run {run.id}: acting on its invoices again ({chunks} chunk(s) sent)", True)
     if code is ReasonCode.PLANNING_FAILED:
         ctx.ledger.transition(run.id, from_states={run.state}, to=RunState.PLANNING, now=now)
-        # Chunks dispatched before planning stopped found the run stopped and were dropped: send them again.
-        for chunk_id in ctx.ledger.stale_chunks(run.id, now=now, quiet_since=now):
-            ctx.dispatcher.reverse_chunk(run.id, chunk_id)
+        _send_chunks_again(ctx, run)
         ctx.dispatcher.plan(run.id)
         return RetryResult(f"run {run.id}: planning resumes where it stopped", True)
     if code is ReasonCode.BILLING_FAILED:
@@ -113,6 +117,16 @@ def retry_run(ctx: Context, run_id: str, *, asked: Mapping[str, Any] | None = No
             "check it there: sending it again could bill members twice"
         )
     return RetryResult(f"run {run.id} is {run.state.value} ({run.reason}); nothing to retry", False)
+
+
+def _send_chunks_again(ctx: Context, run: Run) -> int:
+    """Chunks dispatched before the run stopped found it stopped and were dropped: send every one still
+    holding work again, however recently it moved (duplicates find nothing to claim)."""
+    now = ctx.clock()
+    chunks = ctx.ledger.stale_chunks(run.id, now=now, quiet_since=now + timedelta(seconds=1))
+    for chunk_id in chunks:
+        ctx.dispatcher.reverse_chunk(run.id, chunk_id)
+    return len(chunks)
 
 
 def _settle_unknown_steps(ctx: Context, run: Run) -> bool:

@@ -14,6 +14,7 @@ import pytest
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.errors import (
     ConfigurationError,
+    ProviderAuthError,
     ProviderRefused,
     ProviderThrottled,
     ProviderTimeout,
@@ -528,6 +529,27 @@ class TestFailuresAndRetry:
         assert item.state is ItemState.FAILED
         assert item.reason == "gave up after 3 attempts: 429"
         assert world.run(run_id).state is RunState.NEEDS_ATTENTION
+
+    def test_refused_credentials_stop_the_run_at_once_and_retry_resumes_it(self, world: World) -> None:
+        run_id = world.start()
+        world.provider.fail(
+            "invoice.reverse", "1003", ProviderAuthError("401: key revoked", operation="invoice.reverse")
+        )
+        world.deliver()
+
+        run = world.run(run_id)
+        assert (run.state, run.reason_code) == (RunState.NEEDS_ATTENTION, ReasonCode.CREDENTIALS_REFUSED)
+        assert "refused the credentials" in (run.reason or "")
+        assert world.ledger.item_counts(run_id).get(ItemState.FAILED, 0) == 0  # nothing failed for it
+        reversed_before = len(world.provider.reversals())
+        assert reversed_before < len(OPEN_IDS)  # no more claims once the run stopped
+
+        result = runs.retry_run(world.ctx, run_id)
+        world.deliver()
+
+        assert result.resumed
+        assert world.run(run_id).state is RunState.COMPLETED
+        assert world.provider.reversals() == dict.fromkeys(OPEN_IDS, 1)
 
     def test_a_permanent_failure_blocks_the_rebill_until_retry_completes_it(self, world: World) -> None:
         run_id = world.start()
