@@ -284,4 +284,5 @@ _RETRY_EFFECTS: dict[ReasonCode | None, str] = {
     ReasonCode.REBILL_OUTCOME_UNKNOWN: "settles the rebill by reading the platform, sends it only if it never arrived",
     ReasonCode.REBILL_REFUSED: "sends the rebill again",
     ReasonCode.PLANNING_FAILED: "planning resumes where it stopped",
+    ReasonCode.CREDENTIALS_REFUSED: "acts on the invoices again, once the credentials are fixed",
 }
