@@ -9,7 +9,7 @@ from __future__ import annotations
 MAX_CHUNK_SIZE = 10_000  # invoices per reversal task: one broker message, one task's work
 MAX_ATTEMPTS = 100  # per invoice, on transient errors
 MIN_POLL_INTERVAL_SECONDS = 0.05
-MAX_POLL_INTERVAL_SECONDS = 3_600.0  # the BillingLog is read at least hourly
+MAX_POLL_INTERVAL_SECONDS = 3_600.0  # the platform status is read at least hourly
 MIN_STALL_AFTER_SECONDS = 1.0
 MAX_STALL_AFTER_SECONDS = 30 * 86_400.0
 MAX_PARTY_ID_LENGTH = 64  # the ledger's party_id column

@@ -196,7 +196,7 @@ class ReasonCode(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One reading of the platform's progress: its own status code and label for `subject`
-    (iMIS: a BillingLog walking 5 -> 1 -> 2), shown to users exactly as the platform says it."""
+    (iMIS: a billing log walking 5 -> 1 -> 2), shown to users exactly as the platform says it."""
 
     subject: str
     code: str

@@ -1,5 +1,5 @@
 """Follow a run up on its platform once its items are settled: run-level steps, each sent exactly
-once, and the platform's status watched to the end (iMIS: the rebill task, then its BillingLog
+once, and the platform's status watched to the end (iMIS: the rebill task, then its billing log
 walking 5 -> 1 -> 2; Salesforce: generate calls, then the new invoices).
 
 Each step is claimed in the ledger before it is sent. A step whose answer never came is UNKNOWN: its

@@ -70,7 +70,7 @@ class ActionUnit(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Opening:
     """What a provider made of a run request: the selection, its options as stored JSON, and the state
-    it keeps from the start (iMIS: the original BillingLog as read, so retries rebill from it)."""
+    it keeps from the start (iMIS: the original billing log as read, so retries rebill from it)."""
 
     selection: Selection
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -193,7 +193,7 @@ class BillingProvider(Protocol):
         ...
 
     def prepare_run(self, run: Run) -> Preparation:
-        """What must exist on the platform before any item is touched (iMIS: the tracking BillingLog).
+        """What must exist on the platform before any item is touched (iMIS: the tracking billing log).
         Called each time planning starts or resumes: it must be safe to repeat."""
         ...
 
@@ -311,7 +311,7 @@ class ScheduleFiring:
     outcome: FiringOutcome
     fired_at: datetime
     run_id: str | None = None
-    selected: str | None = None  # the key of what the firing selected (iMIS: a BillingLogKey)
+    selected: str | None = None  # the key of what the firing selected (iMIS: a billing log key)
     reason: str | None = None
 
 
