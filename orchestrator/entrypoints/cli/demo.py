@@ -212,11 +212,10 @@ def _summarise_counts(
 
 
 def _write_report(container: Container, run_id: str, data_dir: Path) -> Path:
-    ctx = container.context
     path = data_dir / "reports" / f"{run_id}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
-        write_report(ctx, runs.find_run(ctx, run_id), "csv", handle)
+        write_report(container, run_id, "csv", handle)
     return path
 
 

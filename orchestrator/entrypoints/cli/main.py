@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -19,6 +21,7 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.bootstrap import Container
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError, ProviderAuthError, ProviderError, RebillError
+from orchestrator.domain.run import RunState
 from orchestrator.entrypoints.cli import params
 from orchestrator.entrypoints.cli.platform_options import (
     given,
@@ -29,6 +32,7 @@ from orchestrator.entrypoints.cli.platform_options import (
     split_for,
 )
 from orchestrator.services import planning, reconciler, reports, runs
+from orchestrator.services.views import RunsQuery
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -159,7 +163,9 @@ def run(state: CliState, /, provider: str | None, wait: bool, as_json: bool, **r
         print_dry_run(ctx, runs.find_run(ctx, started.id), as_json=as_json)
         return
     if as_json and not wait:
-        click.echo(json.dumps(reports.run_summary(ctx, started), indent=2))
+        from orchestrator.entrypoints.cli.reading import run_views
+
+        click.echo(json.dumps(reports.run_summary(ctx, run_views(container), started), indent=2))
         return
     click.echo(started.id)
     if wait:
@@ -200,15 +206,16 @@ def _start_error(container: Container, provider: str, error: ProviderError) -> R
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="All of it as JSON (every failure group, every call count).")
 @pass_state
 def status(state: CliState, run_id: str, as_json: bool) -> None:
-    """A run's state, counts per item state, the platform's status history and steps."""
+    """A run's state and counts, money per outcome, failures grouped by reason (with an example invoice),
+    the platform's status path with times, and the API calls made."""
     from orchestrator.entrypoints.cli.output import print_status
+    from orchestrator.entrypoints.cli.reading import run_views
 
-    ctx = state.reading_container().context
-    found = runs.find_run(ctx, run_id)
-    summary = reports.run_summary(ctx, found)
+    container = state.reading_container()
+    summary = reports.run_summary(container.context, run_views(container), runs.find_run(container.context, run_id))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -217,12 +224,44 @@ def status(state: CliState, run_id: str, as_json: bool) -> None:
 
 @cli.command(name="runs")
 @click.option("--limit", type=params.LISTED, default=20, show_default=True)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=params.ShortChoice([state.value for state in RunState], case_sensitive=False),
+    help="Only runs in this state (repeatable).",
+)
+@click.option("--provider", "providers", multiple=True, help="Only runs on this provider (repeatable).")
+@click.option("--dry-runs", is_flag=True, help="Include dry runs (also with --state DRY_RUN).")
+@click.option("--wide", is_flag=True, help="Full run ids and reasons, however wide.")
+@click.option("--json", "as_json", is_flag=True)
 @pass_state
-def list_runs(state: CliState, limit: int) -> None:
-    """The most recent runs."""
-    from orchestrator.entrypoints.cli.output import print_runs
+def list_runs(
+    state: CliState,
+    limit: int,
+    states: tuple[str, ...],
+    providers: tuple[str, ...],
+    dry_runs: bool,
+    wide: bool,
+    as_json: bool,
+) -> None:
+    """The most recent runs: state, when, how long, invoices reversed / left / failed, money, reason."""
+    from orchestrator.entrypoints.cli.output import headline_json, print_runs
+    from orchestrator.entrypoints.cli.reading import run_views
 
-    print_runs(state.reading_container().ledger.list_runs(limit))
+    chosen = frozenset(RunState(value.upper()) for value in states)
+    query = RunsQuery(
+        states=chosen,
+        providers=frozenset(providers),
+        include_dry_runs=dry_runs or RunState.DRY_RUN in chosen,
+        limit=limit,
+    )
+    found = run_views(state.reading_container()).runs(query).runs
+    if as_json:
+        now = datetime.now(UTC)
+        click.echo(json.dumps([headline_json(run, now) for run in found], indent=2))
+    else:
+        print_runs(found, wide=wide)
 
 
 @cli.command()
@@ -253,36 +292,51 @@ def cancel(state: CliState, run_id: str) -> None:
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--format", "fmt", type=params.ShortChoice(["csv", "json", "html"]), default="csv", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=params.ShortChoice(["csv", "json", "jsonl", "html"]),
+    default="csv",
+    show_default=True,
+    help="json: one document (the run and its invoices); jsonl: one invoice per line.",
+)
+@click.option("--failed", "failed_only", is_flag=True, help="Only the invoices that failed.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @pass_state
-def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
-    """One line per invoice: id, number, party, amount, outcome, reason, the platform's references, attempts.
-    `html`: the run's web page as one self-contained file (charts, failures, every invoice and API call;
-    opens without a network)."""
+def report(state: CliState, run_id: str, fmt: str, failed_only: bool, output: Path | None) -> None:
+    """Every invoice: id, number, party, amount, outcome, reason, the platform's references, attempts (and
+    failures a retry replaced), when, and (json, jsonl) every API call. `html`: the run's web page as one
+    self-contained file (charts, failures, every invoice and call; opens without a network)."""
     from orchestrator.entrypoints.cli.output import write_report
 
+    if failed_only and fmt == "html":
+        raise click.UsageError("--failed is for csv, json and jsonl; the html report filters failed invoices itself")
     container = state.reading_container()
     if fmt == "html":
         from orchestrator.entrypoints.cli.web import write_html_report
 
-        if output is None:
-            write_html_report(container, run_id, sys.stdout)
-            return
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("w", encoding="utf-8") as handle:
+        with _written(output, newline=None) as handle:
             write_html_report(container, run_id, handle)
-        click.echo(str(output))
         return
-    ctx = container.context
-    found = runs.find_run(ctx, run_id)
-    if output is None:
-        write_report(ctx, found, fmt, sys.stdout)
+    runs.find_run(container.context, run_id)  # an unknown run is said before any file is made
+    with _written(output, newline="") as handle:
+        write_report(container, run_id, fmt, handle, failed_only=failed_only)
+
+
+@contextmanager
+def _written(path: Path | None, *, newline: str | None) -> Iterator[TextIO]:
+    """stdout, or `path` (its folder made); a path that cannot be written is bad input, named."""
+    if path is None:
+        yield sys.stdout
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="") as handle:
-        write_report(ctx, found, fmt, handle)
-    click.echo(str(output))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("w", encoding="utf-8", newline=newline)
+    except OSError as error:
+        raise RebillError(f"cannot write the report to {path}: {error.strerror or error}") from None
+    with handle:
+        yield handle
+    click.echo(str(path))
 
 
 @cli.group(invoke_without_command=True)
@@ -412,6 +466,27 @@ def web(state: CliState, address: str, port: int, insecure_local: bool) -> None:
         insecure_local=insecure_local,
         ready=lambda url: click.echo(f"serving the web view on {url}"),
     )
+
+
+@cli.group()
+def broker() -> None:
+    """The embedded Redis: rebill's broker when REBILL_BROKER_URL is unset."""
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the embedded Redis under REBILL_DATA_DIR (`make stop`); the next command that needs it starts it."""
+    from orchestrator.adapters.broker import embedded
+
+    settings = load_settings()
+    if settings.broker_url:
+        click.echo("REBILL_BROKER_URL is set: rebill runs no broker of its own here, nothing to stop")
+        return
+    where = embedded.locate(Path(settings.data_dir)).directory
+    if embedded.stop(Path(settings.data_dir)):
+        click.echo(f"stopped the embedded Redis in {where}")
+    else:
+        click.echo(f"no embedded Redis running in {where}")
 
 
 def _mount_schedule_commands() -> None:
