@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from orchestrator.adapters.listening import ensure_free
 from orchestrator.adapters.metrics import LedgerCollector, ScheduleCollector, serve
 from orchestrator.bootstrap import Container, redis_url
 from orchestrator.domain.errors import ConfigurationError
@@ -51,6 +52,7 @@ def run_flower(container: Container, *, address: str, port: int, max_tasks: int 
     user, _, password = settings.flower_basic_auth.get_secret_value().partition(":")
     if not user or not password:
         raise ConfigurationError("REBILL_FLOWER_BASIC_AUTH must be user:password, both non-empty")
+    ensure_free(address, port)
     app = configure(settings, container.broker_url)
     # The credentials stay in this process: Flower reads FLOWER_* options from the environment, and
     # nothing puts them on a command line that `ps` would show.

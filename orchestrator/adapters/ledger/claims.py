@@ -472,6 +472,12 @@ class ItemClaims(LedgerBase):
         with self._read.connect() as conn:
             return int(conn.execute(select(ChunkRow.seq).where(ChunkRow.id == chunk_id)).scalar_one())
 
+    def chunk_seq_and_size(self, chunk_id: int) -> tuple[int, int] | None:
+        """The chunk's number in its run and the invoices it holds (what its broker message is labelled)."""
+        with self._read.connect() as conn:
+            found = conn.execute(select(ChunkRow.seq, ChunkRow.size).where(ChunkRow.id == chunk_id)).one_or_none()
+        return (int(found.seq), int(found.size)) if found is not None else None
+
 
 def _keep_replaced_failures(
     conn: Connection, run_id: str, outcomes: Sequence[tuple[int, ItemOutcome]], *, now: datetime

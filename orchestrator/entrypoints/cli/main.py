@@ -6,6 +6,7 @@ Exit codes: 0 done (for `run --wait`: completed with BillingLog status 2), 1 the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -51,6 +52,10 @@ class RebillGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _discard_stdout()
+            click.echo("error: the output was closed before all of it was written (broken pipe)", err=True)
+            ctx.exit(EXIT_RUN_NOT_COMPLETED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as error:
@@ -61,6 +66,13 @@ class RebillGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout left (`rebill report RUN | head`): what is still buffered goes nowhere,
+    instead of failing again when Python flushes it on exit."""
+    with contextlib.suppress(OSError, ValueError):  # stdout is no file (a test runner's buffer): nothing to do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _one_line(error: BaseException) -> str:
@@ -76,11 +88,14 @@ class CliState:
     @property
     def container(self) -> Container:
         if self._container is None:
-            from orchestrator.adapters.logs import register_secret
+            from orchestrator.adapters.logs import configure_logging, register_secret
 
             settings = load_settings()
             for secret in settings.secret_values():
                 register_secret(secret)
+            # The command line stays quiet (warnings only) unless REBILL_LOG_LEVEL asks for more.
+            level = settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+            configure_logging(level, settings.log_format, unless_configured=True)
             self._container = Container(settings)
         return self._container
 
@@ -106,10 +121,6 @@ def cli(ctx: click.Context) -> None:
     """rebill: reverse every open invoice of a billing run and bill the members again."""
     state = ctx.ensure_object(CliState)
     ctx.call_on_close(state.close)
-    from orchestrator.adapters.logs import configure_logging
-
-    level, fmt = os.environ.get("REBILL_LOG_LEVEL", "WARNING"), os.environ.get("REBILL_LOG_FORMAT", "text")
-    configure_logging(level, fmt, unless_configured=True)
 
 
 def _run_options(fn: F) -> F:
@@ -150,6 +161,7 @@ def run(state: CliState, /, provider: str | None, wait: bool, as_json: bool, **r
         stall_after_seconds=raw["stall_after"],
     )
     ctx = container.context
+    _require_broker(container)  # before the tenant, whose call limit lives in the broker's Redis too
     try:
         started = planning.start_run(ctx, name, selector, options, provider_options=provider_options)
     except ProviderError as error:
@@ -192,6 +204,18 @@ def _choose_provider(container: Container, asked: str | None, values: dict[str, 
             "REBILL_IMIS_BASE_URL, REBILL_IMIS_USERNAME and REBILL_IMIS_PASSWORD"
         )
     raise click.UsageError(f"several providers are configured: choose one with --provider ({', '.join(configured)})")
+
+
+def _require_broker(container: Container) -> None:
+    """A broker that does not answer is named as the broker, with the setting that points at it."""
+    from orchestrator.adapters.broker.celery import check_broker, shown_broker
+
+    settings = container.settings
+    if settings.broker_url:
+        described = f"REBILL_BROKER_URL={shown_broker(settings.broker_url)}"
+    else:
+        described = f"the embedded Redis under REBILL_DATA_DIR={settings.data_dir}; REBILL_BROKER_URL is unset"
+    check_broker(container.producer, described=described)
 
 
 def _start_error(container: Container, provider: str, error: ProviderError) -> RebillError:
@@ -273,6 +297,7 @@ def retry(state: CliState, /, run_id: str, wait: bool, **raw: Any) -> None:
     """Re-run only what failed (chunks holding FAILED invoices), then the rebill once all are settled."""
     container = state.container
     found = runs.find_run(container.context, run_id)
+    _require_broker(container)
     asked = retry_asked(PLATFORMS[found.provider], raw) if found.provider in PLATFORMS else {}
     result = runs.retry_run(container.context, found.id, asked=asked)
     click.echo(result.message)
