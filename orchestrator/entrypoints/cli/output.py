@@ -15,7 +15,6 @@ from typing import Any, TextIO
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from orchestrator.bootstrap import Container
 from orchestrator.domain.billing import money
@@ -129,37 +128,60 @@ def _calls_line(summary: dict[str, Any]) -> str:
     return f"{summary['api_calls_total']:,}" + (f": {'; '.join(parts)}" if parts else "")
 
 
+_RUN_COLUMNS = ("run", "provider", "state", "started", "took", "rev/left/failed", "reversed", "reason")
+_RIGHT_ALIGNED = frozenset({"took", "rev/left/failed", "reversed"})
+_REASON_ROOM = 20  # fewer columns than this left for the reason: it goes on a line of its own
+
+
 def print_runs(runs: tuple[RunHeadline, ...], *, wide: bool) -> None:
-    """The runs as a table that fits 80 columns (reasons cut short); `wide`: full ids and reasons."""
-    now = datetime.now(UTC)
-    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
-    table.add_column("run", no_wrap=True)
-    table.add_column("provider", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("took", no_wrap=True, justify="right")
-    table.add_column("rev/left/failed", no_wrap=True, justify="right")
-    table.add_column("reversed", no_wrap=True, justify="right")
-    table.add_column("reason", no_wrap=not wide, overflow="fold" if wide else "ellipsis", min_width=8)
-    for run in runs:
-        outcomes = run.outcomes
-        counts = "/".join(
-            f"{outcomes.count(state):,}" for state in (ItemState.REVERSED, ItemState.SKIPPED, ItemState.FAILED)
-        )
-        table.add_row(
-            run.id if wide else run.id[:_SHORT_ID],
-            run.provider,
-            run.state.value,
-            run.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"),
-            shown_duration(run.duration_seconds(now)),
-            counts,
-            shown_money(outcomes.reversed),
-            escape(run.reason or ""),
-        )
+    """The runs as a table that fits the terminal (80 columns when piped): the provider has a column when
+    runs of several are listed and it fits (else it leads the reason); a reason left no room goes on a
+    line of its own, cut short. `wide`: every column, full ids and reasons, however long the lines."""
     if not runs:
         click.echo("no run matches")
         return
-    console(width=10_000 if wide else None).print(table)
+    now = datetime.now(UTC)
+    total = console().width
+    columns, rows = list(_RUN_COLUMNS), [_run_row(run, now, wide=wide) for run in runs]
+    several = len({run.provider for run in runs}) > 1
+    if not wide and (not several or _width(columns, rows) > total):
+        columns.remove("provider")
+        rows = [[row[0], *row[2:-1], f"{row[1]}: {row[-1]}".rstrip(": ") if several else row[-1]] for row in rows]
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns[:-1])]
+    room = total - sum(widths) - len(widths)
+    for cells in [columns, *rows]:
+        shown = " ".join(
+            cell.rjust(width) if column in _RIGHT_ALIGNED else cell.ljust(width)
+            for column, cell, width in zip(columns, cells, widths, strict=False)
+        )
+        reason = cells[-1]
+        if wide or len(reason) <= room:
+            click.echo(f"{shown} {reason}".rstrip())
+        elif room >= _REASON_ROOM:
+            click.echo(f"{shown} {reason[: room - 1]}…")
+        else:
+            indent = " " * (widths[0] + 1)
+            click.echo(shown.rstrip())
+            click.echo(indent + (reason if len(indent + reason) <= total else reason[: total - len(indent) - 1] + "…"))
+
+
+def _width(columns: list[str], rows: list[list[str]]) -> int:
+    """The width of every column but the reason, with the spaces between them."""
+    return sum(max(len(column), *(len(row[i]) for row in rows)) + 1 for i, column in enumerate(columns[:-1]))
+
+
+def _run_row(run: RunHeadline, now: datetime, *, wide: bool) -> list[str]:
+    outcomes = run.outcomes
+    return [
+        run.id if wide else run.id[:_SHORT_ID],
+        run.provider,
+        run.state.value,
+        run.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"),
+        shown_duration(run.duration_seconds(now)),
+        "/".join(f"{outcomes.count(s):,}" for s in (ItemState.REVERSED, ItemState.SKIPPED, ItemState.FAILED)),
+        shown_money(outcomes.reversed),
+        " ".join((run.reason or "").split()),
+    ]
 
 
 def headline_json(run: RunHeadline, now: datetime) -> dict[str, Any]:
