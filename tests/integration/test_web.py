@@ -117,7 +117,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory, web: WebProcess) -> Iterat
 
 
 def report_rows(stack: Stack, run_id: str) -> list[dict[str, Any]]:
-    lines = stack.cli("report", run_id, "--format", "json").output.splitlines()
+    lines = stack.cli("report", run_id, "--format", "jsonl").output.splitlines()
     return [json.loads(line, parse_float=Decimal) for line in lines]
 
 
