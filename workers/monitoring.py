@@ -43,8 +43,9 @@ def run_beat(container: Container, *, loglevel: str) -> None:
 def run_flower(container: Container, *, address: str, port: int, max_tasks: int = 10_000) -> None:
     """Flower on the project's broker: basic auth required, read-only (no task can be sent or revoked).
 
-    Flower shows what task events carry: our task names and their ids (run id, chunk id, schedule
-    slot), never a payload. Per-run progress is in the ledger (`rebill status`, `rebill metrics`).
+    Flower shows what task events carry: our task names, their ids (run id, chunk id, schedule slot)
+    and the label the dispatcher gives each (`run 3acc12ef… chunk 142 (50 invoices)`), never a
+    payload. Per-run progress is in the ledger (`rebill status`, `rebill web`, `rebill metrics`).
     """
     settings = container.settings
     if settings.flower_basic_auth is None or ":" not in settings.flower_basic_auth.get_secret_value():
