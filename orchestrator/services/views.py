@@ -178,13 +178,14 @@ class Progress:
     reason: str | None
     planned: bool
     outcomes: Outcomes
-    settled_last_minute: int
+    settled_last_minute: int  # invoices worked to a final state (not those left as-is by planning)
     observed_at: datetime
     last_step: StatusStep | None
+    window_seconds: float = 60.0  # the last minute, or the run's age when it is younger
 
     @property
     def rate_per_second(self) -> float:
-        return self.settled_last_minute / 60.0
+        return self.settled_last_minute / max(1.0, self.window_seconds)
 
     @property
     def eta_seconds(self) -> float | None:

@@ -16,7 +16,7 @@ from orchestrator.domain.run import ItemOutcome, ItemState, RunOptions, RunState
 from orchestrator.entrypoints.cli.output import print_runs
 from orchestrator.services import planning, reports, runs
 from orchestrator.services.context import Context
-from orchestrator.services.views import Outcomes, RunHeadline
+from orchestrator.services.views import Outcomes, Progress, RunHeadline
 from tests.fakes import BILLING, FakeClock, FakeDispatcher, FakeProvider
 
 LOCKED = "invoice.reverse: invoice {} is locked by another user"
@@ -172,6 +172,43 @@ class TestRunSummary:
         transient = [call for call in row["calls"] if call["outcome"] == "transient"]
         assert len(transient) == 3  # every attempt's call is kept
         assert all(call["at"] and call["error"] == "invoice.check: HTTP 503" for call in transient)
+
+
+class TestPace:
+    def test_counts_the_invoices_worked_not_those_planning_left_as_is(
+        self,
+        ctx: Context,
+        provider: FakeProvider,
+        dispatcher: FakeDispatcher,
+        clock: FakeClock,
+        options: RunOptions,
+        engines: LedgerEngines,
+    ) -> None:
+        run_id = run_with_failures(ctx, provider, dispatcher, clock, options)
+        clock.advance(4)
+
+        progress = SqlRunViews(engines.read, clock=clock).progress(run_id)
+
+        assert progress is not None
+        assert progress.outcomes.settled == 25
+        assert progress.settled_last_minute == 20  # the 5 left as-is at planning were never worked
+        age = (clock() - runs.find_run(ctx, run_id).created_at).total_seconds()
+        assert age < 60
+        assert progress.window_seconds == pytest.approx(age)  # a young run is paced over its age, not a minute
+
+    def test_a_young_run_is_paced_over_its_age(self) -> None:
+        progress = Progress(
+            run_id="R",
+            state=RunState.REVERSING,
+            reason=None,
+            planned=True,
+            outcomes=Outcomes({ItemState.REVERSED: 40, ItemState.PENDING: 60}),
+            settled_last_minute=40,
+            observed_at=datetime(2026, 12, 1, tzinfo=UTC),
+            last_step=None,
+            window_seconds=4.0,
+        )
+        assert (progress.rate_per_second, progress.eta_seconds) == (10.0, 6.0)
 
 
 class TestOutcomes:

@@ -177,15 +177,22 @@ class SqlRunViews:
     def progress(self, run_id: str) -> Progress | None:
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(RunRow.id, RunRow.state, RunRow.reason, RunRow.planned).where(RunRow.id == run_id)
+                select(RunRow.id, RunRow.state, RunRow.reason, RunRow.planned, RunRow.created_at).where(
+                    RunRow.id == run_id
+                )
             ).one_or_none()
             return self._progress(conn, row) if row is not None else None
 
     def _progress(self, conn: Connection, row: Any) -> Progress:
         now = self._clock()
+        # Worked items only (claimed at least once): a plan's left-as-is invoices settle all at once and
+        # would make a young run look fast.
         recent = conn.execute(
             select(func.count()).where(
-                ItemRow.run_id == row.id, ItemRow.state.in_(_TERMINAL), ItemRow.updated_at >= now - _RECENT
+                ItemRow.run_id == row.id,
+                ItemRow.state.in_(_TERMINAL),
+                ItemRow.updated_at >= now - _RECENT,
+                ItemRow.claims_total > 0,
             )
         ).scalar_one()
         last_step = conn.execute(
@@ -203,6 +210,7 @@ class SqlRunViews:
             settled_last_minute=recent,
             observed_at=now,
             last_step=_step(*last_step) if last_step is not None else None,
+            window_seconds=min(_RECENT.total_seconds(), (now - row.created_at).total_seconds()),
         )
 
     # --- invoices --------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def run_demo(*, provider: str, invoices: int, latency_ms: float, seed: int | Non
                 stderr=subprocess.STDOUT,
             )
             try:
-                container = Container(load_settings(**settings))
+                # The worker's cap too: its calls in flight are shown against it.
+                container = Container(load_settings(**settings, **{f"{provider}_max_concurrency": concurrency}))
                 options = container.settings.run_options()
                 run = planning.start_run(
                     container.context, provider, tenant.selector, options, provider_options=tenant.provider_options
