@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,7 @@ from orchestrator.domain.errors import ConfigurationError, RunRefused
 from orchestrator.domain.run import ItemState, Run
 from orchestrator.services.context import Context
 from orchestrator.services.follow_up import LedgerFollowView
-from orchestrator.services.views import CallView, FailureGroup, InvoiceHistory, RunViews
+from orchestrator.services.views import CallView, FailureGroup, InvoiceHistory, Outcomes, RunHeadline, RunViews
 
 
 def run_summary(ctx: Context, views: RunViews, run: Run) -> dict[str, Any]:
@@ -42,13 +43,8 @@ def run_summary(ctx: Context, views: RunViews, run: Run) -> dict[str, Any]:
         "planned": run.planned,
         "invoices": run.invoice_count,
         "items": {state.value: outcomes.count(state) for state in ItemState},
-        "money": {
-            "reversed": money(outcomes.reversed),
-            "left_as_is": money(outcomes.left),
-            "failed": money(outcomes.failed),
-            "open": money(outcomes.open),
-            "billed_anew": money(detail.new_amount) if detail.new_amount is not None else None,
-        },
+        "money": money_json(outcomes)
+        | {"billed_anew": money(detail.new_amount) if detail.new_amount is not None else None},
         "failures": [_failure(group) for group in detail.failures],
         "run_failures": [call_json(call) for call in detail.run_failures],
         "steps": [
@@ -71,6 +67,36 @@ def run_summary(ctx: Context, views: RunViews, run: Run) -> dict[str, Any]:
         "updated_at": run.updated_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_seconds": round(detail.headline.duration_seconds(detail.progress.observed_at), 1),
+    }
+
+
+def money_json(outcomes: Outcomes) -> dict[str, str | None]:
+    return {
+        "reversed": money(outcomes.reversed),
+        "left_as_is": money(outcomes.left),
+        "failed": money(outcomes.failed),
+        "open": money(outcomes.open),
+    }
+
+
+def headline_json(run: RunHeadline, now: datetime) -> dict[str, Any]:
+    """One run as `rebill runs --json` lists it."""
+    outcomes = run.outcomes
+    return {
+        "run_id": run.id,
+        "provider": run.provider,
+        "selection": run.selection,
+        "state": run.state.value,
+        "reason_code": run.reason_code.value if run.reason_code else None,
+        "reason": run.reason,
+        "dry_run": run.dry_run,
+        "planned": run.planned,
+        "created_at": run.created_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_seconds": round(run.duration_seconds(now), 1),
+        "invoices": outcomes.total,
+        "items": {state.value: outcomes.count(state) for state in ItemState},
+        "money": money_json(outcomes),
     }
 
 

@@ -6,15 +6,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import queue
 import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, Any
 
@@ -23,31 +19,15 @@ import redis
 
 from orchestrator.bootstrap import redis_url
 from orchestrator.domain.run import RunState
-from tests.support.stack import Stack
+from tests.support.stack import FailedRun, Stack, rebill_process, run_with_failures
 
 TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (planning|reversing|rebilling|polling|completed) +\S")
 NOTHING_LISTENS = "redis://127.0.0.1:9/0"  # the discard port
 
 
-@dataclass(frozen=True)
-class FailedRun:
-    run_id: str
-    refused: tuple[str, str]  # the simulator refused these (a business refusal)
-    gave_up: str  # answered 500 until its attempts ran out
-    output: str  # of `rebill run --wait`, not on a terminal
-
-
 @pytest.fixture(scope="module")
 def failed(stack: Stack) -> FailedRun:
-    billing = stack.seed(40)
-    refused, gave_up = billing.open_invoice_ids[:2], billing.open_invoice_ids[2]
-    stack.state.faults.update(fail_invoices={refused[0]: "refuse", refused[1]: "refuse", gave_up: "500"})
-    try:
-        result = stack.cli("run", "--billing-log", billing.original_key, "--max-attempts", "2", "--wait")
-    finally:
-        stack.state.faults.update(fail_invoices={refused[0]: None, refused[1]: None, gave_up: None})
-    assert result.exit_code == 1, result.output
-    return FailedRun(result.output.splitlines()[0], (refused[0], refused[1]), gave_up, result.output)
+    return run_with_failures(stack)
 
 
 def status_json(stack: Stack, run_id: str) -> dict[str, Any]:
@@ -209,13 +189,7 @@ class TestWait:
         nobody_reads = f"rebill-test-nobody-{uuid.uuid4().hex[:8]}"
         command = ["run", "--billing-log", billing.original_key, "--wait"]
         started = time.monotonic()
-        with subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.entrypoints.cli", *command],
-            env={**os.environ, **stack.env, "REBILL_QUEUE": nobody_reads},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as follower:
+        with rebill_process(*command, env={**stack.env, "REBILL_QUEUE": nobody_reads}) as follower:
             assert follower.stdout is not None
             assert follower.stderr is not None
             run_id = follower.stdout.readline().strip()

@@ -3,10 +3,7 @@ in use, a closed pipe, a bad setting, a report path that cannot be written; and 
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +18,7 @@ from orchestrator.domain.billing import Invoice
 from orchestrator.domain.run import PlannedItem, RunState
 from orchestrator.entrypoints.cli.main import CliState, cli
 from tests.fakes import FakeClock
+from tests.support.stack import rebill_process
 from tests.unit.ledger.conftest import new_run, selection
 
 # Nothing from the calling environment: no tenant, no ledger URL, no broker URL.
@@ -98,13 +96,7 @@ class TestPortInUse:
 
 class TestClosedPipe:
     def test_a_report_read_only_in_part_ends_with_exit_1_and_one_line(self, run_id: str, data_dir: Path) -> None:
-        with subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.entrypoints.cli", "report", run_id],
-            env={**{k: v for k, v in os.environ.items() if k not in UNSET}, "REBILL_DATA_DIR": str(data_dir)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as process:
+        with rebill_process("report", run_id, env={"REBILL_DATA_DIR": str(data_dir)}, unset=UNSET) as process:
             assert process.stdout is not None
             assert process.stderr is not None
             header = process.stdout.readline()  # what `| head -1` reads before it leaves

@@ -27,10 +27,12 @@ def views(engines: LedgerEngines) -> SqlRunViews:
     return SqlRunViews(engines.read)
 
 
-def run_with_failures(
+@pytest.fixture
+def failed_run(
     ctx: Context, provider: FakeProvider, dispatcher: FakeDispatcher, clock: FakeClock, options: RunOptions
 ) -> str:
-    """20 open invoices (5 more left as-is); 1003 and 1004 refused, 1005 unreachable past its attempts."""
+    """A run of 20 open invoices (5 more left as-is): 1003 and 1004 refused, 1005 unreachable past its
+    attempts; it stopped NEEDS_ATTENTION."""
     provider.seed(open_count=20)
     for invoice in ("1003", "1004"):
         provider.fail(
@@ -47,18 +49,8 @@ def run_with_failures(
 
 
 class TestItemErrors:
-    def test_an_items_error_reads_as_its_kind_and_message_not_a_repr(
-        self,
-        ctx: Context,
-        provider: FakeProvider,
-        dispatcher: FakeDispatcher,
-        clock: FakeClock,
-        options: RunOptions,
-        ledger: SqlLedger,
-    ) -> None:
-        run_id = run_with_failures(ctx, provider, dispatcher, clock, options)
-
-        failed = {item.invoice.invoice_id: item for item in ledger.iter_items(run_id, states={ItemState.FAILED})}
+    def test_an_items_error_reads_as_its_kind_and_message_not_a_repr(self, failed_run: str, ledger: SqlLedger) -> None:
+        failed = {item.invoice.invoice_id: item for item in ledger.iter_items(failed_run, states={ItemState.FAILED})}
 
         assert failed["1003"].last_error == f"ProviderRefused: {LOCKED.format('1003')}"
         assert failed["1005"].last_error == "ProviderUnavailable: invoice.check: HTTP 503"
@@ -67,15 +59,9 @@ class TestItemErrors:
 
 class TestEarlierOutcomes:
     def test_a_retry_keeps_the_failure_it_replaced_with_every_attempt(
-        self,
-        ctx: Context,
-        provider: FakeProvider,
-        dispatcher: FakeDispatcher,
-        clock: FakeClock,
-        options: RunOptions,
-        views: SqlRunViews,
+        self, failed_run: str, ctx: Context, dispatcher: FakeDispatcher, clock: FakeClock, views: SqlRunViews
     ) -> None:
-        run_id = run_with_failures(ctx, provider, dispatcher, clock, options)
+        run_id = failed_run
         clock.advance(60)
         runs.retry_run(ctx, run_id)
         dispatcher.deliver(ctx, clock=clock)
@@ -116,17 +102,9 @@ class TestEarlierOutcomes:
 
 class TestRunSummary:
     def test_status_has_money_failures_by_reason_the_status_path_and_the_calls(
-        self,
-        ctx: Context,
-        provider: FakeProvider,
-        dispatcher: FakeDispatcher,
-        clock: FakeClock,
-        options: RunOptions,
-        views: SqlRunViews,
+        self, failed_run: str, ctx: Context, views: SqlRunViews
     ) -> None:
-        run_id = run_with_failures(ctx, provider, dispatcher, clock, options)
-
-        summary = reports.run_summary(ctx, views, runs.find_run(ctx, run_id))
+        summary = reports.run_summary(ctx, views, runs.find_run(ctx, failed_run))
 
         assert summary["state"] == "NEEDS_ATTENTION"
         assert summary["items"]["REVERSED"] == 17
@@ -150,19 +128,9 @@ class TestRunSummary:
         assert calls[("invoice.check", "transient")] == 3
         assert summary["api_calls_total"] == sum(calls.values())
 
-    def test_a_report_lists_only_the_failed_invoices_when_asked(
-        self,
-        ctx: Context,
-        provider: FakeProvider,
-        dispatcher: FakeDispatcher,
-        clock: FakeClock,
-        options: RunOptions,
-        views: SqlRunViews,
-    ) -> None:
-        run_id = run_with_failures(ctx, provider, dispatcher, clock, options)
-
-        failed = list(reports.report_rows(views, run_id, failed_only=True))
-        every = list(reports.report_rows(views, run_id))
+    def test_a_report_lists_only_the_failed_invoices_when_asked(self, failed_run: str, views: SqlRunViews) -> None:
+        failed = list(reports.report_rows(views, failed_run, failed_only=True))
+        every = list(reports.report_rows(views, failed_run))
 
         assert sorted(row["invoice_id"] for row in failed) == ["1003", "1004", "1005"]
         assert {row["outcome"] for row in failed} == {"FAILED"}
@@ -176,23 +144,16 @@ class TestRunSummary:
 
 class TestPace:
     def test_counts_the_invoices_worked_not_those_planning_left_as_is(
-        self,
-        ctx: Context,
-        provider: FakeProvider,
-        dispatcher: FakeDispatcher,
-        clock: FakeClock,
-        options: RunOptions,
-        engines: LedgerEngines,
+        self, failed_run: str, ctx: Context, clock: FakeClock, engines: LedgerEngines
     ) -> None:
-        run_id = run_with_failures(ctx, provider, dispatcher, clock, options)
         clock.advance(4)
 
-        progress = SqlRunViews(engines.read, clock=clock).progress(run_id)
+        progress = SqlRunViews(engines.read, clock=clock).progress(failed_run)
 
         assert progress is not None
         assert progress.outcomes.settled == 25
         assert progress.settled_last_minute == 20  # the 5 left as-is at planning were never worked
-        age = (clock() - runs.find_run(ctx, run_id).created_at).total_seconds()
+        age = (clock() - runs.find_run(ctx, failed_run).created_at).total_seconds()
         assert age < 60
         assert progress.window_seconds == pytest.approx(age)  # a young run is paced over its age, not a minute
 

@@ -270,7 +270,7 @@ def list_runs(
     as_json: bool,
 ) -> None:
     """The most recent runs: state, when, how long, invoices reversed / left / failed, money, reason."""
-    from orchestrator.entrypoints.cli.output import headline_json, print_runs
+    from orchestrator.entrypoints.cli.output import print_runs
     from orchestrator.entrypoints.cli.reading import run_views
 
     chosen = frozenset(RunState(value.upper()) for value in states)
@@ -283,7 +283,7 @@ def list_runs(
     found = run_views(state.reading_container()).runs(query).runs
     if as_json:
         now = datetime.now(UTC)
-        click.echo(json.dumps([headline_json(run, now) for run in found], indent=2))
+        click.echo(json.dumps([reports.headline_json(run, now) for run in found], indent=2))
     else:
         print_runs(found, wide=wide)
 

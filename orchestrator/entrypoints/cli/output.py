@@ -184,31 +184,6 @@ def _run_row(run: RunHeadline, now: datetime, *, wide: bool) -> list[str]:
     ]
 
 
-def headline_json(run: RunHeadline, now: datetime) -> dict[str, Any]:
-    outcomes = run.outcomes
-    return {
-        "run_id": run.id,
-        "provider": run.provider,
-        "selection": run.selection,
-        "state": run.state.value,
-        "reason_code": run.reason_code.value if run.reason_code else None,
-        "reason": run.reason,
-        "dry_run": run.dry_run,
-        "planned": run.planned,
-        "created_at": run.created_at.isoformat(),
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "duration_seconds": round(run.duration_seconds(now), 1),
-        "invoices": outcomes.total,
-        "items": {state.value: outcomes.count(state) for state in ItemState},
-        "money": {
-            "reversed": money(outcomes.reversed),
-            "left_as_is": money(outcomes.left),
-            "failed": money(outcomes.failed),
-            "open": money(outcomes.open),
-        },
-    }
-
-
 def print_dry_run(ctx: Context, run: Run, *, as_json: bool) -> None:
     """The whole plan, its counts and money, and what the follow-up would send, as nothing was written."""
     plan = reports.dry_run_plan(ctx, run)
