@@ -17,6 +17,7 @@ from typing import IO, Any
 import pytest
 import redis
 
+from orchestrator.adapters.broker.celery import queue_consumers
 from orchestrator.bootstrap import redis_url
 from orchestrator.domain.run import RunState
 from tests.support.stack import FailedRun, Stack, rebill_process, run_with_failures
@@ -205,6 +206,16 @@ class TestWait:
             stack.cli("cancel", run_id)
             redis.Redis.from_url(redis_url(stack.settings())).delete(nobody_reads)
         assert stack.wait_for(run_id).state is RunState.CANCELLED
+
+    def test_a_worker_that_consumes_the_queue_is_seen(self, stack: Stack) -> None:
+        container = stack.container()
+        try:
+            consumers = queue_consumers(container.producer, stack.env["REBILL_QUEUE"])
+            elsewhere = queue_consumers(container.producer, f"rebill-test-nobody-{uuid.uuid4().hex[:8]}")
+        finally:
+            container.close()
+
+        assert (consumers, elsewhere) == (sum(worker.alive() for worker in stack.workers), 0)
 
 
 def first_line(stream: IO[str], *, timeout: float) -> str:
