@@ -40,8 +40,10 @@ def one_error_line(result: Result, code: int = 2) -> str:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    """REBILL_DATA_DIR of the commands; the embedded Redis a command started there is stopped after."""
+    yield tmp_path / "data"
+    embedded.stop(tmp_path / "data")
 
 
 @pytest.fixture
