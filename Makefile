@@ -10,22 +10,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test test-fast check lint typecheck format bench clean
+.PHONY: help venv demo stop test test-fast check lint typecheck format bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# pip's own output goes to a log: `make demo` shows rebill's, and the log's tail only if installing fails.
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "rebill needs Python 3.11 or newer on PATH"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "installing rebill and its tools into $(VENV) (log: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@{ $(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -e '.[dev]'; } \
+		>$(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; echo "installing failed: $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install rebill with its dev tools
 
 demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS simulator (PROVIDER=aria|salesforce|energycap: theirs)
-	$(BIN)/rebill demo $(if $(PROVIDER),--provider $(PROVIDER))
+	@$(BIN)/rebill demo $(if $(PROVIDER),--provider $(PROVIDER))
+
+stop: ## Stop the embedded Redis that `make demo` (or any rebill command without REBILL_BROKER_URL) started
+	@if [ -x $(BIN)/rebill ]; then $(BIN)/rebill broker stop; fi
 
 # Test processes side by side (each runs its own deployments); TEST_PROCESSES=1 runs them one after another.
 TEST_PROCESSES ?= 2
@@ -53,5 +58,5 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script (PROVIDER=aria: Aria's)
 	$(BIN)/python -m ops.bench$(if $(filter aria,$(PROVIDER)),.aria) $(BENCH_ARGS)
 
-clean: ## Remove the venv and local state
+clean: stop ## Stop the embedded Redis, remove the venv and local state
 	rm -rf $(VENV) .rebill .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from orchestrator.adapters.listening import ensure_free
 from orchestrator.adapters.metrics import LedgerCollector, ScheduleCollector, serve
 from orchestrator.bootstrap import Container, redis_url
 from orchestrator.domain.errors import ConfigurationError
@@ -42,8 +43,9 @@ def run_beat(container: Container, *, loglevel: str) -> None:
 def run_flower(container: Container, *, address: str, port: int, max_tasks: int = 10_000) -> None:
     """Flower on the project's broker: basic auth required, read-only (no task can be sent or revoked).
 
-    Flower shows what task events carry: our task names and their ids (run id, chunk id, schedule
-    slot), never a payload. Per-run progress is in the ledger (`rebill status`, `rebill metrics`).
+    Flower shows what task events carry: our task names, their ids (run id, chunk id, schedule slot)
+    and the label the dispatcher gives each (`run 3acc12ef… chunk 142 (50 invoices)`), never a
+    payload. Per-run progress is in the ledger (`rebill status`, `rebill web`, `rebill metrics`).
     """
     settings = container.settings
     if settings.flower_basic_auth is None or ":" not in settings.flower_basic_auth.get_secret_value():
@@ -51,6 +53,7 @@ def run_flower(container: Container, *, address: str, port: int, max_tasks: int 
     user, _, password = settings.flower_basic_auth.get_secret_value().partition(":")
     if not user or not password:
         raise ConfigurationError("REBILL_FLOWER_BASIC_AUTH must be user:password, both non-empty")
+    ensure_free(address, port)
     app = configure(settings, container.broker_url)
     # The credentials stay in this process: Flower reads FLOWER_* options from the environment, and
     # nothing puts them on a command line that `ps` would show.

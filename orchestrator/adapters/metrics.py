@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.adapters.ledger.firings import ScheduleFiringRow
 from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow, WorkerRow
+from orchestrator.adapters.listening import cannot_listen
 from orchestrator.adapters.schedule_file import Schedule
 from orchestrator.domain.billing import ApiCall
 from orchestrator.domain.errors import ConfigurationError
@@ -347,4 +348,7 @@ def _utc(value: Any) -> datetime | None:
 
 def serve(registry: CollectorRegistry, *, address: str, port: int) -> tuple[WSGIServer, threading.Thread]:
     """`/metrics` on a daemon thread; port 0 picks a free port (`server.server_port`)."""
-    return start_http_server(port, addr=address, registry=registry)
+    try:
+        return start_http_server(port, addr=address, registry=registry)
+    except OSError as error:
+        raise cannot_listen(address, port, error) from None

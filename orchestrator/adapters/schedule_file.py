@@ -40,11 +40,13 @@ from orchestrator.domain.user_input import quoted
 __all__ = [
     "CronTiming",
     "EveryTiming",
+    "Problem",
     "Schedule",
     "ScheduleEntry",
     "ScheduleFileError",
     "load_schedule",
     "parse_schedule",
+    "zone",
 ]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -53,10 +55,23 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SEARCH_DAYS = 366 * 8  # Feb 29 on a Monday recurs within 28 years at worst; 8 covers any plain cron
 
 
+@dataclass(frozen=True)
+class Problem:
+    line: int | None
+    message: str
+
+
 class ScheduleFileError(ConfigurationError):
-    def __init__(self, path: str, line: int | None, message: str) -> None:
-        self.path, self.line, self.problem = path, line, message
-        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+    """Every mistake found in a schedule file, each with its line; `line` and `problem` are the first's."""
+
+    def __init__(self, path: str, problems: list[Problem]) -> None:
+        self.path, self.problems = path, tuple(problems)
+        self.line, self.problem = problems[0].line, problems[0].message
+        super().__init__("; ".join(self.described()))
+
+    def described(self) -> list[str]:
+        """`path:line: message`, one per problem, in the order of the file."""
+        return [f"{self.path}:{p.line}: {p.message}" if p.line else f"{self.path}: {p.message}" for p in self.problems]
 
 
 # --- timings ------------------------------------------------------------------------------------
@@ -237,13 +252,6 @@ class _Entry(BaseModel):
     enabled: bool = True
     options: _Options = _Options()
 
-    @field_validator("every")
-    @classmethod
-    def _every(cls, value: str | float | None) -> str | float | None:
-        if value is not None:
-            duration(value)
-        return value
-
     @model_validator(mode="after")
     def _one_timing(self) -> _Entry:
         if (self.cron is None) == (self.every is None):
@@ -252,10 +260,12 @@ class _Entry(BaseModel):
 
 
 class _File(BaseModel):
+    """The file's top level; each schedule is checked on its own (`_Entry`), so every mistake is found."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timezone: str = "UTC"
-    schedules: dict[Annotated[str, Field(pattern=_NAME)], _Entry] = {}
+    schedules: dict[Annotated[str, Field(pattern=_NAME)], dict[str, Any]] = {}
 
     @field_validator("timezone")
     @classmethod
@@ -293,7 +303,9 @@ def load_schedule(path: Path) -> Schedule:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ScheduleFileError(str(path), None, f"cannot read the schedule file ({error.strerror})") from None
+        raise ScheduleFileError(
+            str(path), [Problem(None, f"cannot read the schedule file ({error.strerror})")]
+        ) from None
     return parse_schedule(text, str(path))
 
 
@@ -304,33 +316,33 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
         message = str(error)
         found = re.search(r"\(at line (\d+), column \d+\)", message)
         line = int(found.group(1)) if found else None
-        raise ScheduleFileError(path, line, "not valid TOML: " + re.sub(r"\s*\(at line.*\)$", "", message)) from None
+        problem = Problem(line, "not valid TOML: " + re.sub(r"\s*\(at line.*\)$", "", message))
+        raise ScheduleFileError(path, [problem]) from None
     lines = _key_lines(text)
+    problems: list[Problem] = []
     try:
         model = _File.model_validate(data)
-    except ValidationError as error:
-        issue = error.errors()[0]
-        loc = tuple(str(part) for part in issue["loc"] if part != "[key]")
-        where = ".".join(loc) or "(file)"
-        message = issue["msg"].removeprefix("Value error, ")
-        if issue["type"] == "extra_forbidden":
-            message = f"unknown setting {quoted(loc[-1])}"
-        elif issue["type"] == "missing":
-            message = f"{loc[-1]!r} is required"
-        more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
-        raise ScheduleFileError(path, _line_of(lines, loc), f"{where}: {message}{more}") from None
-    tz = zone(model.timezone)
+        timezone, schedules = model.timezone, model.schedules
+    except ValidationError as error:  # reported; the schedules are still checked one by one
+        problems.extend(_validation_problems(error, (), lines))
+        timezone = data["timezone"] if isinstance(data.get("timezone"), str) else "UTC"
+        found = data.get("schedules")
+        schedules = {
+            name: entry
+            for name, entry in (found.items() if isinstance(found, dict) else ())
+            if isinstance(entry, dict) and re.match(_NAME, name)
+        }
+    tz = _zone_or_utc(timezone)
     entries: dict[str, ScheduleEntry] = {}
-    for name, entry in model.schedules.items():
-        timing: Timing
+    for name, raw_entry in schedules.items():
+        entry: _Entry | None = None
         try:
-            timing = (
-                CronTiming.parse(entry.cron, tz) if entry.cron is not None else EveryTiming(duration(entry.every or 0))
-            )
-        except ValueError as error:
-            key = "cron" if entry.cron is not None else "every"
-            loc = ("schedules", name, key)
-            raise ScheduleFileError(path, _line_of(lines, loc), f"schedules.{name}.{key}: {error}") from None
+            entry = _Entry.model_validate(raw_entry)
+        except ValidationError as error:
+            problems.extend(_validation_problems(error, ("schedules", name), lines))
+        timing = _timing(name, raw_entry, tz, lines, problems)
+        if entry is None or timing is None:
+            continue
         options = entry.options.model_dump(mode="json", exclude_none=True)
         entries[name] = ScheduleEntry(
             name=name,
@@ -341,7 +353,51 @@ def parse_schedule(text: str, path: str = "<schedule>") -> Schedule:
             provider_options={key: value for key, value in options.items() if key not in _CORE_OPTIONS},
             line=_line_of(lines, ("schedules", name)),
         )
-    return Schedule(path=path, timezone=model.timezone, entries=entries)
+    if problems:
+        raise ScheduleFileError(path, sorted(problems, key=lambda problem: problem.line or 0))
+    return Schedule(path=path, timezone=timezone, entries=entries)
+
+
+def _validation_problems(
+    error: ValidationError, prefix: tuple[str, ...], lines: dict[tuple[str, ...], int]
+) -> list[Problem]:
+    """One problem per issue pydantic found, each at its own line."""
+    problems = []
+    for issue in error.errors():
+        loc = prefix + tuple(str(part) for part in issue["loc"] if part != "[key]")
+        where = ".".join(loc) or "(file)"
+        message = issue["msg"].removeprefix("Value error, ")
+        if issue["type"] == "extra_forbidden":
+            message = f"unknown setting {quoted(loc[-1])}"
+        elif issue["type"] == "missing":
+            message = f"{loc[-1]!r} is required"
+        problems.append(Problem(_line_of(lines, loc), f"{where}: {message}"))
+    return problems
+
+
+def _timing(
+    name: str, raw: dict[str, Any], tz: tzinfo, lines: dict[tuple[str, ...], int], problems: list[Problem]
+) -> Timing | None:
+    """The schedule's timing, checked even when other keys of the schedule are wrong (a problem is added
+    when it cannot be read; a missing or doubled timing is `_Entry`'s to say)."""
+    cron, every = raw.get("cron"), raw.get("every")
+    key = "cron" if cron is not None else "every"
+    try:
+        if isinstance(cron, str) and every is None:
+            return CronTiming.parse(cron, tz)
+        if isinstance(every, str | int | float) and not isinstance(every, bool) and cron is None:
+            return EveryTiming(duration(every))
+    except ValueError as error:
+        problems.append(Problem(_line_of(lines, ("schedules", name, key)), f"schedules.{name}.{key}: {error}"))
+    return None
+
+
+def _zone_or_utc(name: str) -> tzinfo:
+    """The file's timezone; UTC while a bad one is reported (so the schedules are still checked)."""
+    try:
+        return zone(name)
+    except ValueError:
+        return UTC
 
 
 # --- where each key is written, for messages ------------------------------------------------------

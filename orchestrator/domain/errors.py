@@ -41,6 +41,11 @@ class ProviderError(RebillError):
         self.status_code = status_code
         self.may_have_applied = may_have_applied
 
+    def readable(self) -> str:
+        """How the error is kept on an invoice: its kind and message, as a person reads them (the call
+        that failed, with its operation and HTTP status, is kept beside it in the API call rows)."""
+        return f"{type(self).__name__}: {self.message}"
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.message!r}, operation={self.operation!r}, "

@@ -172,7 +172,7 @@ def work_unit(
         _credentials_refused(ctx, provider, run, todo, outcomes, error)
     except PermanentProviderError as error:
         for item in todo:
-            outcomes.setdefault(item.id, ItemOutcome(ItemState.FAILED, reason=error.message, error=repr(error)))
+            outcomes.setdefault(item.id, ItemOutcome(ItemState.FAILED, reason=error.message, error=error.readable()))
     return outcomes
 
 
@@ -245,7 +245,7 @@ def _transient(
             outcomes[item.id] = ItemOutcome(
                 ItemState.FAILED,
                 reason=f"gave up after {item.attempts} attempts: {error.message}",
-                error=repr(error),
+                error=error.readable(),
             )
             continue
         delay = retry_delay(
@@ -255,7 +255,7 @@ def _transient(
             retry_after=error.retry_after,
         )
         outcomes[item.id] = ItemOutcome(
-            ItemState.RETRY_WAIT, error=repr(error), next_attempt_at=ctx.clock() + timedelta(seconds=delay)
+            ItemState.RETRY_WAIT, error=error.readable(), next_attempt_at=ctx.clock() + timedelta(seconds=delay)
         )
 
 

@@ -8,13 +8,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from orchestrator.domain.run import ACTIVE_RUN_STATES, ItemState, ReasonCode, RunState
+from orchestrator.domain.run import ACTIVE_RUN_STATES, TERMINAL_ITEM_STATES, ItemState, ReasonCode, RunState
 
 ZERO = Decimal("0")
+
+
+def shown_money(value: Decimal) -> str:
+    """An amount as operators read it: thousands separated, two places."""
+    return f"{value:,.2f}"
+
+
+def shown_time(value: datetime | None) -> str:
+    """A moment in UTC, to the second; `-` when there is none."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+
+
+def shown_duration(seconds: float | None) -> str:
+    """`4:07`, `1:02:03`; `-` when unknown."""
+    if seconds is None:
+        return "-"
+    text = str(timedelta(seconds=round(seconds)))
+    return text.removeprefix("0:") if seconds < 3600 else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +54,7 @@ class Outcomes:
 
     @property
     def settled(self) -> int:
-        return self.count(ItemState.REVERSED, ItemState.SKIPPED, ItemState.FAILED)
+        return self.count(*TERMINAL_ITEM_STATES)
 
     @property
     def reversed(self) -> Decimal:
@@ -160,13 +178,14 @@ class Progress:
     reason: str | None
     planned: bool
     outcomes: Outcomes
-    settled_last_minute: int
+    settled_last_minute: int  # invoices worked to a final state (not those left as-is by planning)
     observed_at: datetime
     last_step: StatusStep | None
+    window_seconds: float = 60.0  # the last minute, or the run's age when it is younger
 
     @property
     def rate_per_second(self) -> float:
-        return self.settled_last_minute / 60.0
+        return self.settled_last_minute / max(1.0, self.window_seconds)
 
     @property
     def eta_seconds(self) -> float | None:
@@ -190,6 +209,7 @@ class RunDetail:
     run_failures: tuple[CallView, ...]  # failed calls about the run itself (planning, rebill, polls)
     calls: Mapping[tuple[str, str], int]  # (operation, outcome) -> count
     activity: Activity
+    new_amount: Decimal | None = None  # what the platform billed anew, where it says (None: it does not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +232,27 @@ class InvoiceLine:
     amount: Decimal
     outcome: ItemState
     reason: str | None
-    attempts: int
+    attempts: int  # since the run (or an operator's retry) last started it
     last_error: str | None
     settled_by_read: bool
+    number: str | None = None
+    result_ref: str | None = None  # the platform's reference for the reversal (a credit memo, a batch)
+    rebill_ref: str | None = None  # ... and for the invoice billed anew
+    new_amount: Decimal | None = None
+    attempts_total: int = 0  # every claim, retries included
+    updated_at: datetime | None = None  # when the outcome was written
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierOutcome:
+    """An outcome the invoice had before an operator's retry (or a later reading) replaced it."""
+
+    outcome: ItemState
+    reason: str | None
+    error: str | None
+    attempts: int
+    settled_at: datetime
+    replaced_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +265,8 @@ class InvoicePage:
 @dataclass(frozen=True, slots=True)
 class InvoiceHistory:
     line: InvoiceLine
-    calls: tuple[CallView, ...]
+    calls: tuple[CallView, ...]  # every call of every attempt, oldest first
+    earlier: tuple[EarlierOutcome, ...] = ()
 
 
 class RunViews(Protocol):
@@ -247,8 +286,9 @@ class RunViews(Protocol):
 
     def invoice(self, run_id: str, item_id: int) -> InvoiceHistory | None: ...
 
-    def every_invoice(self, run_id: str) -> Iterator[InvoiceHistory]:
-        """Every invoice of the run with its calls, in item order, streamed (the HTML report)."""
+    def every_invoice(self, run_id: str, *, outcome: ItemState | None = None) -> Iterator[InvoiceHistory]:
+        """Every invoice of the run (or those with `outcome`) with its calls and earlier outcomes, in item
+        order, streamed (the reports)."""
         ...
 
 

@@ -8,6 +8,7 @@ uvicorn runs with uvloop and httptools when they are installed (they come with u
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+import click
 import uvicorn
 
 from simulators.common.app import S, SimulatorApp
@@ -126,21 +128,37 @@ class SimulatorServer(Generic[S]):
 ServerT = TypeVar("ServerT", bound="SimulatorServer[Any]")
 
 
+class PortTaken(click.ClickException):
+    """The simulator's port cannot be listened on: one line, exit 2 (bad input), never a traceback."""
+
+    exit_code = 2
+
+
 def serve(server: ServerT, *, on_ready: Callable[[ServerT], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then close the state; `on_ready` runs once the server accepts connections."""
     stop = threading.Event()
+    try:
+        server.start()
+    except OSError as error:
+        server.state.close()
+        taken = error.errno == errno.EADDRINUSE
+        raise PortTaken(
+            f"port {server.requested_port} on {server.host} is already in use (choose another with --port)"
+            if taken
+            else f"cannot listen on {server.host}:{server.requested_port}: {error.strerror or error}"
+        ) from None
 
     def _handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, _handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with server:
-            if on_ready is not None:
-                on_ready(server)
-            while not stop.wait(0.5):
-                pass
+        if on_ready is not None:
+            on_ready(server)
+        while not stop.wait(0.5):
+            pass
     finally:
+        server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.state.close()

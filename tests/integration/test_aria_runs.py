@@ -62,7 +62,7 @@ def test_a_bill_run_is_rebilled_once_with_the_corrected_amounts(
 
     assert code == 0, output
     rebilled_once(stack, aria, seeded, run_id, before)
-    report = stack.cli("report", run_id, "--format", "json")
+    report = stack.cli("report", run_id, "--format", "jsonl")
     lines = [json.loads(line) for line in report.output.splitlines()]
     rebilled = [line for line in lines if line["outcome"] == "REVERSED"]
     assert len(rebilled) == len(seeded.eligible)

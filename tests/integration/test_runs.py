@@ -194,12 +194,16 @@ def test_a_report_has_one_line_per_invoice(stack: Stack) -> None:
     code, run_id, output = run_waiting(stack, "--billing-log", billing.original_key)
     assert code == 0, output
 
-    lines = stack.cli("report", run_id, "--format", "json").output.splitlines()
+    lines = stack.cli("report", run_id, "--format", "jsonl").output.splitlines()
     rows = [json.loads(line) for line in lines]
     assert sorted(row["invoice_id"] for row in rows) == sorted(billing.invoice_ids)
     assert {row["outcome"] for row in rows} <= {ItemState.REVERSED.value, ItemState.SKIPPED.value}
+    document = json.loads(stack.cli("report", run_id, "--format", "json").output)
+    assert [row["invoice_id"] for row in document["invoices"]] == [row["invoice_id"] for row in rows]
+    assert document["run"]["run_id"] == run_id
     csv_lines = stack.cli("report", run_id, "--format", "csv").output.splitlines()
     assert csv_lines[0] == (
-        "invoice_id,number,party_id,party_name,amount,outcome,reason,result_ref,rebill_ref,new_amount,attempts,last_error"
+        "invoice_id,number,party_id,party_name,amount,outcome,reason,result_ref,rebill_ref,new_amount,attempts,"
+        "attempts_total,settled_by_read,updated_at,last_error,earlier_failures,api_calls"
     )
     assert len(csv_lines) == len(billing.invoice_ids) + 1

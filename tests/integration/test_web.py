@@ -25,7 +25,7 @@ import pytest
 from orchestrator.domain.run import RunState
 from tests.support.browser import chromium, full_page_screenshot, require_chromium, send_basic_auth
 from tests.support.polling import wait_until
-from tests.support.stack import Stack
+from tests.support.stack import Stack, run_with_failures
 
 USER, PASSWORD = "operator", f"web-{uuid.uuid4().hex[:12]}"
 UNREACHABLE_BROKER = "redis://127.0.0.1:9/0"  # the discard port: nothing answers
@@ -86,19 +86,12 @@ def run_waiting(stack: Stack, *args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def runs(stack: Stack) -> Runs:
-    billing = stack.seed(40)
-    refused, gave_up = billing.open_invoice_ids[:2], billing.open_invoice_ids[2]
-    stack.state.faults.update(fail_invoices={refused[0]: "refuse", refused[1]: "refuse", gave_up: "500"})
-    try:
-        code, failed = run_waiting(stack, "--billing-log", billing.original_key, "--max-attempts", "2")
-    finally:
-        stack.state.faults.update(fail_invoices={refused[0]: None, refused[1]: None, gave_up: None})
-    assert code == 1
+    failed = run_with_failures(stack)
     code, completed = run_waiting(stack, "--billing-log", stack.seed(20).original_key)
     assert code == 0
     dry = stack.cli("run", "--billing-log", stack.seed(5).original_key, "--dry-run", "--json")
     assert dry.exit_code == 0, dry.output
-    return Runs(failed, tuple(refused), gave_up, completed, json.loads(dry.output)["run_id"])
+    return Runs(failed.run_id, failed.refused, failed.gave_up, completed, json.loads(dry.output)["run_id"])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +110,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory, web: WebProcess) -> Iterat
 
 
 def report_rows(stack: Stack, run_id: str) -> list[dict[str, Any]]:
-    lines = stack.cli("report", run_id, "--format", "json").output.splitlines()
+    lines = stack.cli("report", run_id, "--format", "jsonl").output.splitlines()
     return [json.loads(line, parse_float=Decimal) for line in lines]
 
 

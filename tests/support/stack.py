@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +181,41 @@ def running_stack(backend: str, directory: Path, *, worker: bool = True, **env: 
         if worker:
             stack.start_worker()
         yield stack
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run of 40 invoices that ended NEEDS_ATTENTION with three failed: two the tenant refused, one it
+    answered 500 for until the run's two attempts ran out."""
+
+    run_id: str
+    refused: tuple[str, str]
+    gave_up: str
+    output: str  # of `rebill run --wait` (not on a terminal)
+
+
+def run_with_failures(stack: Stack) -> FailedRun:
+    billing = stack.seed(40)
+    refused, gave_up = billing.open_invoice_ids[:2], billing.open_invoice_ids[2]
+    stack.state.faults.update(fail_invoices={refused[0]: "refuse", refused[1]: "refuse", gave_up: "500"})
+    try:
+        result = stack.cli("run", "--wait", "--billing-log", billing.original_key, "--max-attempts", "2")
+    finally:
+        stack.state.faults.update(fail_invoices={refused[0]: None, refused[1]: None, gave_up: None})
+    assert result.exit_code == 1, result.output
+    return FailedRun(result.output.splitlines()[0].strip(), (refused[0], refused[1]), gave_up, result.output)
+
+
+def rebill_process(*args: str, env: dict[str, str], unset: Collection[str] = ()) -> subprocess.Popen[str]:
+    """`rebill ARGS` as its own process (stdout and stderr piped, as text): our environment without
+    `unset`, with `env` on top."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.entrypoints.cli", *args],
+        env={**{k: v for k, v in os.environ.items() if k not in unset}, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def assert_exactly_once(stack: Stack, billing: SeededBilling, run: Run | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,8 @@ from celery.schedules import crontab
 from click.testing import CliRunner
 
 from orchestrator.adapters.schedule_file import CronTiming, EveryTiming, ScheduleFileError, parse_schedule
+from orchestrator.bootstrap import Container
+from orchestrator.config import Settings
 from orchestrator.entrypoints.cli.main import CliState, cli
 
 GOOD = """\
@@ -142,3 +145,80 @@ def test_a_slot_is_the_latest_time_at_or_before_the_firing() -> None:
     assert timing.slot_at(datetime(2026, 12, 1, 5, 59, tzinfo=UTC)) == datetime(2026, 11, 1, 6, tzinfo=UTC)
     every = EveryTiming(300)
     assert every.slot_at(datetime(2026, 12, 1, 6, 7, 12, tzinfo=UTC)) == datetime(2026, 12, 1, 6, 5, tzinfo=UTC)
+
+
+def test_a_file_with_several_mistakes_has_every_one_named_with_its_line() -> None:
+    broken = (
+        GOOD.replace('cron = "0 6 1 * *"', 'cron = "0 6 1 *"')
+        .replace("chunk_size = 100", "chunk_size = 0\ncolour = 'blue'")
+        .replace('every = "1d"', 'every = "1 fortnight"')
+    )
+    with pytest.raises(ScheduleFileError) as refused:
+        parse_schedule(broken, "s.toml")
+
+    assert refused.value.described() == [
+        "s.toml:6: schedules.regular-membership.cron: cron needs 5 fields "
+        "(minute hour day-of-month month day-of-week), got 4",
+        "s.toml:9: schedules.regular-membership.options.chunk_size: Input should be greater than or equal to 1",
+        "s.toml:10: schedules.regular-membership.options.colour: unknown setting 'colour'",
+        "s.toml:15: schedules.chapter.every: '1 fortnight' is not a duration such as 30s, 15m, 2h or 1d",
+    ]
+
+
+def test_rebill_schedule_check_lists_every_mistake(tmp_path: Path) -> None:
+    bad = tmp_path / "schedules.toml"
+    bad.write_text(GOOD.replace("chunk_size = 100", "chunk_size = -3").replace('every = "1d"', 'every = "soon"'))
+
+    result = CliRunner().invoke(cli, ["schedule", "check", str(bad)], obj=CliState())
+
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"error: {bad}:9: schedules.regular-membership.options.chunk_size: Input should be greater than or equal to 1",
+        f"error: {bad}:14: schedules.chapter.every: 'soon' is not a duration such as 30s, 15m, 2h or 1d",
+        f"2 problem(s) in {bad}",
+    ]
+
+
+def test_rebill_schedule_list_keeps_the_options_types_and_shows_the_schedules_own_time(tmp_path: Path) -> None:
+    good = tmp_path / "schedules.toml"
+    good.write_text(GOOD.replace('mode = "native"', 'mode = "native"\nallow_partial = true'))
+    env = {"REBILL_DATA_DIR": str(tmp_path / "none"), "REBILL_DATABASE_URL": None}
+    six = ["schedule", "list", "--file", str(good), "--count", "6"]  # half a year: winter and summer time
+    runner = CliRunner()
+
+    listed = runner.invoke(cli, [*six, "--json"], env=env, obj=CliState())
+    shown = runner.invoke(cli, six, env=env, obj=CliState())
+
+    assert listed.exit_code == 0, listed.output
+    regular = next(row for row in json.loads(listed.output) if row["name"] == "regular-membership")
+    assert regular["options"] == {"chunk_size": 100, "mode": "native", "allow_partial": True}
+    assert [moment[11:] for moment in regular["next_local"]].count("06:00:00+01:00") >= 1
+    assert {moment[11:16] for moment in regular["next_local"]} == {"06:00"}  # 06:00 in London, all year
+    for utc, local in zip(regular["next"], regular["next_local"], strict=True):
+        assert datetime.fromisoformat(utc) == datetime.fromisoformat(local)
+    lines = [line.strip() for line in shown.output.splitlines() if line.startswith("  next ")][:6]
+    assert len(lines) == 6
+    assert all(line.endswith("06:00 Europe/London)") for line in lines), lines
+    assert any(" 05:00 UTC (" in line for line in lines), lines  # summer time
+
+
+def test_rebill_schedule_history_of_an_unknown_schedule_exits_1(tmp_path: Path) -> None:
+    schedules = tmp_path / "schedules.toml"
+    schedules.write_text(GOOD)
+    container = Container(Settings(data_dir=tmp_path / "data"))
+    container.ledger  # noqa: B018 - a cached property: building it creates the ledger the command reads
+    container.close()
+    env = {
+        "REBILL_DATA_DIR": str(tmp_path / "data"),
+        "REBILL_SCHEDULE_FILE": str(schedules),
+        "REBILL_DATABASE_URL": None,
+    }
+    runner = CliRunner()
+
+    unknown = runner.invoke(cli, ["schedule", "history", "no-such-schedule"], env=env, obj=CliState())
+    known = runner.invoke(cli, ["schedule", "history", "chapter"], env=env, obj=CliState())
+
+    assert unknown.exit_code == 1
+    assert "no schedule 'no-such-schedule'" in unknown.output
+    assert known.exit_code == 0, known.output
+    assert known.output.strip() == "no firing recorded for chapter"

@@ -1,16 +1,25 @@
 """Celery as the broker adapter: the configuration every process shares, a producer app for sending,
-and the `Dispatcher` port (task names and ids only, never payloads or credentials).
+the `Dispatcher` port (task names and ids only, never payloads or credentials), and what the command
+line asks the broker (is it there, does any worker consume the queue).
 
-Celery: JSON, late acks, bounded prefetch, ids-only messages, no result backend.
+Celery: JSON, late acks, bounded prefetch, ids-only messages, no result backend. Each message also
+carries a readable `argsrepr` (`run 3acc12ef… chunk 142 (50 invoices)`), which is what Flower shows.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from orchestrator.adapters.broker import redis_transport
+from orchestrator.domain.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 PLAN_RUN = "rebill.plan_run"
 REVERSE_CHUNK = "rebill.reverse_chunk"
@@ -71,26 +80,85 @@ def producer_app(config: dict[str, Any]) -> Celery:
     return sender
 
 
-class CeleryDispatcher:
-    """The Dispatcher port on Celery."""
+#: A chunk's number in its run and how many invoices it holds, for its label (None: unknown).
+ChunkSizes = Callable[[int], tuple[int, int] | None]
 
-    def __init__(self, app: Celery, *, queue: str, max_countdown_seconds: float) -> None:
+
+def short_id(run_id: str) -> str:
+    return f"{run_id[:8]}…"
+
+
+class CeleryDispatcher:
+    """The Dispatcher port on Celery. Messages carry ids only; `argsrepr` says in words what each is."""
+
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        queue: str,
+        max_countdown_seconds: float,
+        chunk_sizes: ChunkSizes | None = None,
+    ) -> None:
         self._app = app
         self._queue = queue
         self._max_countdown = max_countdown_seconds
+        self._chunk_sizes = chunk_sizes
 
-    def _send(self, name: str, args: list[object], countdown: float) -> None:
+    def _send(self, name: str, args: list[object], countdown: float, label: str) -> None:
         countdown = min(max(0.0, countdown), self._max_countdown)
-        self._app.send_task(name, args=args, countdown=countdown or None, queue=self._queue)
+        self._app.send_task(
+            name, args=args, countdown=countdown or None, queue=self._queue, argsrepr=label, kwargsrepr="{}"
+        )
 
     def plan(self, run_id: str) -> None:
-        self._send(PLAN_RUN, [run_id], 0)
+        self._send(PLAN_RUN, [run_id], 0, f"run {short_id(run_id)} planning")
 
     def reverse_chunk(self, run_id: str, chunk_id: int, *, countdown: float = 0) -> None:
-        self._send(REVERSE_CHUNK, [run_id, chunk_id], countdown)
+        self._send(REVERSE_CHUNK, [run_id, chunk_id], countdown, f"run {short_id(run_id)} {self._chunk(chunk_id)}")
 
     def rebill(self, run_id: str, *, countdown: float = 0) -> None:
-        self._send(SUBMIT_REBILL, [run_id], countdown)
+        self._send(SUBMIT_REBILL, [run_id], countdown, f"run {short_id(run_id)} follow-up (rebill)")
 
     def poll(self, run_id: str, *, countdown: float = 0) -> None:
-        self._send(POLL_RUN, [run_id], countdown)
+        self._send(POLL_RUN, [run_id], countdown, f"run {short_id(run_id)} follow-up")
+
+    def _chunk(self, chunk_id: int) -> str:
+        """`chunk 142 (50 invoices)`: its number in the run, as operators count them."""
+        try:
+            found = self._chunk_sizes(chunk_id) if self._chunk_sizes is not None else None
+        except Exception as error:  # a label is never worth a message not sent: fall back to the id
+            log.debug("no label for chunk %s: %s", chunk_id, error)
+            found = None
+        if found is None:
+            return f"chunk id {chunk_id}"
+        seq, size = found
+        return f"chunk {seq + 1} ({size} invoice{'s' if size != 1 else ''})"
+
+
+class BrokerUnreachable(ConfigurationError):
+    """The broker did not answer: named as the broker (never as the billing platform)."""
+
+
+def shown_broker(url: str) -> str:
+    """The broker's URL without its password."""
+    return re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_broker(app: Celery, *, described: str, timeout: int = 5) -> None:
+    """Connect once: BrokerUnreachable, saying where `described` points, when the broker does not answer."""
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+    except (OperationalError, OSError) as error:
+        raise BrokerUnreachable(f"cannot reach the broker ({described}): {error}") from None
+
+
+def queue_consumers(app: Celery, queue: str, *, timeout: float = 1.0) -> int:
+    """How many workers answer, within `timeout`, that they consume `queue` (Celery's inspect).
+
+    BrokerUnreachable when the broker cannot be asked."""
+    try:
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    except (OperationalError, OSError) as error:
+        raise BrokerUnreachable(f"cannot reach the broker: {error}") from None
+    return sum(1 for queues in replies.values() if any(q.get("name") == queue for q in queues or ()))

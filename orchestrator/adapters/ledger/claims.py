@@ -10,10 +10,10 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Engine, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Boolean, Connection, Engine, and_, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.sql.elements import BindParameter
 
-from orchestrator.adapters.ledger.models import ApiCallRow, ChunkRow, ItemRow, RunRow, WorkerRow
+from orchestrator.adapters.ledger.models import ApiCallRow, ChunkRow, EarlierOutcomeRow, ItemRow, RunRow, WorkerRow
 from orchestrator.adapters.ledger.rows import ERROR_LIMIT, LedgerBase, call_values, claimable, item_from_row
 from orchestrator.domain.billing import ApiCall
 from orchestrator.domain.run import ChunkState, Item, ItemOutcome, ItemState, RunState
@@ -21,6 +21,18 @@ from orchestrator.services.ports import ChunkProgress, FinishedItem
 
 _CLAIMABLE_RUN_STATES = (RunState.PLANNING.value, RunState.REVERSING.value)
 _OPEN_ITEM_STATES = (ItemState.PENDING.value, ItemState.IN_FLIGHT.value, ItemState.RETRY_WAIT.value)
+# An outcome about to be replaced, as kept in `earlier_outcomes` (its columns in order).
+_EARLIER_SOURCE = (
+    ItemRow.run_id,
+    ItemRow.id,
+    ItemRow.state,
+    ItemRow.reason,
+    ItemRow.last_error,
+    ItemRow.attempts,
+    ItemRow.updated_at,
+)
+_EARLIER_COLUMNS = ["run_id", "item_id", "state", "reason", "error", "attempts", "settled_at", "replaced_at"]
+_IN_BATCH = 500
 
 
 class _LeaseLost(Exception):
@@ -375,6 +387,15 @@ class ItemClaims(LedgerBase):
                 .scalars()
                 .all()
             )
+            # A retry starts the failed items afresh; the failure stays on record.
+            conn.execute(
+                insert(EarlierOutcomeRow).from_select(
+                    _EARLIER_COLUMNS,
+                    select(*_EARLIER_SOURCE, literal(now, EarlierOutcomeRow.replaced_at.type)).where(
+                        ItemRow.run_id == run_id, ItemRow.state == ItemState.FAILED.value
+                    ),
+                )
+            )
             reset = conn.execute(
                 update(ItemRow)
                 .where(ItemRow.run_id == run_id, ItemRow.state == ItemState.FAILED.value)
@@ -409,6 +430,7 @@ class ItemClaims(LedgerBase):
 
     def set_item_outcomes(self, run_id: str, outcomes: Sequence[tuple[int, ItemOutcome]], *, now: datetime) -> None:
         with self._write.begin() as conn:
+            _keep_replaced_failures(conn, run_id, outcomes, now=now)
             for item_id, outcome in outcomes:
                 kept = {
                     name: value
@@ -449,3 +471,33 @@ class ItemClaims(LedgerBase):
     def chunk_seq(self, chunk_id: int) -> int:
         with self._read.connect() as conn:
             return int(conn.execute(select(ChunkRow.seq).where(ChunkRow.id == chunk_id)).scalar_one())
+
+    def chunk_seq_and_size(self, chunk_id: int) -> tuple[int, int] | None:
+        """The chunk's number in its run and the invoices it holds (what its broker message is labelled)."""
+        with self._read.connect() as conn:
+            found = conn.execute(select(ChunkRow.seq, ChunkRow.size).where(ChunkRow.id == chunk_id)).one_or_none()
+        return (int(found.seq), int(found.size)) if found is not None else None
+
+
+def _keep_replaced_failures(
+    conn: Connection, run_id: str, outcomes: Sequence[tuple[int, ItemOutcome]], *, now: datetime
+) -> None:
+    """Keep the failure of each item a later reading settles otherwise (the same failure decided again
+    on a later tick is not a new outcome)."""
+    replacing = dict(outcomes)
+    ids = list(replacing)
+    for start in range(0, len(ids), _IN_BATCH):
+        failed = conn.execute(
+            select(*_EARLIER_SOURCE).where(
+                ItemRow.run_id == run_id,
+                ItemRow.state == ItemState.FAILED.value,
+                ItemRow.id.in_(ids[start : start + _IN_BATCH]),
+            )
+        ).all()
+        kept = [
+            dict(zip(_EARLIER_COLUMNS, (*row, now), strict=True))
+            for row in failed
+            if replacing[row.id].state is not ItemState.FAILED or (replacing[row.id].reason or "") != (row.reason or "")
+        ]
+        if kept:
+            conn.execute(insert(EarlierOutcomeRow), kept)

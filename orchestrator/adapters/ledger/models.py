@@ -199,6 +199,26 @@ class ItemRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class EarlierOutcomeRow(Base):
+    """An outcome an item had before it was replaced (a FAILED item retried, or settled otherwise by a
+    later reading): the audit keeps every failure, not only the last state."""
+
+    __tablename__ = "earlier_outcomes"
+    __table_args__ = (Index("ix_earlier_outcomes_run_item", "run_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("items.id", ondelete="CASCADE")
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    settled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    replaced_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class ApiCallRow(Base):
     __tablename__ = "api_calls"
     __table_args__ = (Index("ix_api_calls_run_item", "run_id", "item_id"),)

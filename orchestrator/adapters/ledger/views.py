@@ -11,18 +11,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, Integer, cast, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
-from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow, StatusEventRow, StepRow
+from orchestrator.adapters.ledger.models import (
+    ApiCallRow,
+    EarlierOutcomeRow,
+    ItemRow,
+    RunRow,
+    StatusEventRow,
+    StepRow,
+)
 from orchestrator.domain.run import TERMINAL_ITEM_STATES, ItemState, ReasonCode, RunState, StepPhase
 from orchestrator.services.views import (
     ZERO,
     Activity,
     ActivityBucket,
     CallView,
+    EarlierOutcome,
     FailureGroup,
     InvoiceHistory,
     InvoiceLine,
@@ -38,6 +46,8 @@ from orchestrator.services.views import (
 )
 
 __all__ = ["SqlRunViews"]
+
+T = TypeVar("T")
 
 _MAX_BUCKETS = 120
 _BUCKET_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
@@ -68,6 +78,21 @@ _LINE_COLUMNS = (
     ItemRow.attempts,
     ItemRow.last_error,
     ItemRow.settled_by_read,
+    ItemRow.invoice_number,
+    ItemRow.result_ref,
+    ItemRow.rebill_ref,
+    ItemRow.new_amount,
+    ItemRow.claims_total,
+    ItemRow.updated_at,
+)
+_EARLIER_COLUMNS = (
+    EarlierOutcomeRow.item_id,
+    EarlierOutcomeRow.state,
+    EarlierOutcomeRow.reason,
+    EarlierOutcomeRow.error,
+    EarlierOutcomeRow.attempts,
+    EarlierOutcomeRow.settled_at,
+    EarlierOutcomeRow.replaced_at,
 )
 _STEP_COLUMNS = (
     StatusEventRow.subject,
@@ -146,20 +171,28 @@ class SqlRunViews:
                 run_failures=tuple(_call(call) for call in run_failures),
                 calls=calls,
                 activity=activity,
+                new_amount=self._new_amount(conn, run_id),
             )
 
     def progress(self, run_id: str) -> Progress | None:
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(RunRow.id, RunRow.state, RunRow.reason, RunRow.planned).where(RunRow.id == run_id)
+                select(RunRow.id, RunRow.state, RunRow.reason, RunRow.planned, RunRow.created_at).where(
+                    RunRow.id == run_id
+                )
             ).one_or_none()
             return self._progress(conn, row) if row is not None else None
 
     def _progress(self, conn: Connection, row: Any) -> Progress:
         now = self._clock()
+        # Worked items only (claimed at least once): a plan's left-as-is invoices settle all at once and
+        # would make a young run look fast.
         recent = conn.execute(
             select(func.count()).where(
-                ItemRow.run_id == row.id, ItemRow.state.in_(_TERMINAL), ItemRow.updated_at >= now - _RECENT
+                ItemRow.run_id == row.id,
+                ItemRow.state.in_(_TERMINAL),
+                ItemRow.updated_at >= now - _RECENT,
+                ItemRow.claims_total > 0,
             )
         ).scalar_one()
         last_step = conn.execute(
@@ -177,6 +210,7 @@ class SqlRunViews:
             settled_last_minute=recent,
             observed_at=now,
             last_step=_step(*last_step) if last_step is not None else None,
+            window_seconds=min(_RECENT.total_seconds(), (now - row.created_at).total_seconds()),
         )
 
     # --- invoices --------------------------------------------------------------------------
@@ -230,30 +264,45 @@ class SqlRunViews:
                 .where(ApiCallRow.run_id == run_id, ApiCallRow.item_id == item_id)
                 .order_by(ApiCallRow.started_at, ApiCallRow.id)
             ).all()
-        return InvoiceHistory(_line(row), tuple(_call(call) for call in calls))
+            earlier = conn.execute(
+                select(*_EARLIER_COLUMNS)
+                .where(EarlierOutcomeRow.run_id == run_id, EarlierOutcomeRow.item_id == item_id)
+                .order_by(EarlierOutcomeRow.id)
+            ).all()
+        return InvoiceHistory(_line(row), tuple(_call(call) for call in calls), tuple(map(_earlier, earlier)))
 
-    def every_invoice(self, run_id: str) -> Iterator[InvoiceHistory]:
-        items = select(*_LINE_COLUMNS).where(ItemRow.run_id == run_id).order_by(ItemRow.id)
-        calls = (
-            select(ApiCallRow.item_id, *_CALL_COLUMNS)
-            .where(ApiCallRow.run_id == run_id, ApiCallRow.item_id.is_not(None))
-            .order_by(ApiCallRow.item_id, ApiCallRow.started_at, ApiCallRow.id)
-        )
-        with self._engine.connect() as item_conn, self._engine.connect() as call_conn:
+    def every_invoice(self, run_id: str, *, outcome: ItemState | None = None) -> Iterator[InvoiceHistory]:
+        """Three streams in item order (items, their calls, their earlier outcomes), merged here: the
+        run is read once whatever its size, a few thousand rows at a time."""
+        chosen: list[ColumnElement[bool]] = [ItemRow.run_id == run_id]
+        if outcome is not None:
+            chosen.append(ItemRow.state == outcome.value)
+        of_chosen = select(ItemRow.id).where(*chosen)
+        items = select(*_LINE_COLUMNS).where(*chosen).order_by(ItemRow.id)
+        calls = select(ApiCallRow.item_id, *_CALL_COLUMNS).where(ApiCallRow.run_id == run_id)
+        earlier = select(*_EARLIER_COLUMNS).where(EarlierOutcomeRow.run_id == run_id)
+        if outcome is not None:
+            calls = calls.where(ApiCallRow.item_id.in_(of_chosen))
+            earlier = earlier.where(EarlierOutcomeRow.item_id.in_(of_chosen))
+        else:
+            calls = calls.where(ApiCallRow.item_id.is_not(None))
+        with self._engine.connect() as item_conn, self._engine.connect() as call_conn, self._engine.connect() as old:
             item_rows = item_conn.execution_options(yield_per=1000).execute(items)
-            call_rows = call_conn.execution_options(yield_per=1000).execute(calls)
+            call_rows = call_conn.execution_options(yield_per=1000).execute(
+                calls.order_by(ApiCallRow.item_id, ApiCallRow.started_at, ApiCallRow.id)
+            )
+            earlier_rows = old.execution_options(yield_per=1000).execute(
+                earlier.order_by(EarlierOutcomeRow.item_id, EarlierOutcomeRow.id)
+            )
             try:
-                pending = next(call_rows, None)
+                own_calls = _ByItem(call_rows, _call)
+                own_earlier = _ByItem(earlier_rows, _earlier)
                 for row in item_rows:
-                    own: list[CallView] = []
-                    while pending is not None and pending.item_id <= row.id:
-                        if pending.item_id == row.id:
-                            own.append(_call(pending))
-                        pending = next(call_rows, None)
-                    yield InvoiceHistory(_line(row), tuple(own))
+                    yield InvoiceHistory(_line(row), own_calls.take(row.id), own_earlier.take(row.id))
             finally:
                 item_rows.close()
                 call_rows.close()
+                earlier_rows.close()
 
     # --- pieces ----------------------------------------------------------------------------
 
@@ -285,6 +334,17 @@ class SqlRunViews:
                 per_run[ItemState(state)] = per_run.get(ItemState(state), 0) + count
                 money[ItemState(state)] = money.get(ItemState(state), ZERO) + price * count
         return {run_id: Outcomes(counts[run_id], amounts.get(run_id, {})) for run_id in counts}
+
+    def _new_amount(self, conn: Connection, run_id: str) -> Decimal | None:
+        """The amounts the platform billed anew, summed exactly (SQLite: grouped, as in `_outcomes`)."""
+        grouped = conn.execute(
+            select(ItemRow.new_amount, func.count())
+            .where(ItemRow.run_id == run_id, ItemRow.new_amount.is_not(None))
+            .group_by(ItemRow.new_amount)
+        ).all()
+        if not grouped:
+            return None
+        return sum((amount * count for amount, count in grouped if amount is not None), ZERO)
 
     def _steps(self, conn: Connection, run_id: str) -> tuple[StatusStep, ...]:
         rows = conn.execute(
@@ -438,7 +498,41 @@ def _line(row: Any) -> InvoiceLine:
         attempts=row.attempts,
         last_error=row.last_error,
         settled_by_read=row.settled_by_read,
+        number=row.invoice_number,
+        result_ref=row.result_ref,
+        rebill_ref=row.rebill_ref,
+        new_amount=row.new_amount,
+        attempts_total=row.claims_total,
+        updated_at=row.updated_at,
     )
+
+
+def _earlier(row: Any) -> EarlierOutcome:
+    return EarlierOutcome(
+        outcome=ItemState(row.state),
+        reason=row.reason,
+        error=row.error,
+        attempts=row.attempts,
+        settled_at=row.settled_at,
+        replaced_at=row.replaced_at,
+    )
+
+
+class _ByItem(Generic[T]):
+    """Rows of a stream ordered by item id, handed out one item's rows at a time as items come by."""
+
+    def __init__(self, rows: Iterator[Any], convert: Callable[[Any], T]) -> None:
+        self._rows = rows
+        self._convert = convert
+        self._pending = next(rows, None)
+
+    def take(self, item_id: int) -> tuple[T, ...]:
+        own: list[T] = []
+        while self._pending is not None and self._pending.item_id <= item_id:
+            if self._pending.item_id == item_id:
+                own.append(self._convert(self._pending))
+            self._pending = next(self._rows, None)
+        return tuple(own)
 
 
 def _call(row: Any) -> CallView:

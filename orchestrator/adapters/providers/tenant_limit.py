@@ -445,7 +445,9 @@ os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 def _unavailable(error: redis.RedisError) -> LimiterUnavailable:
-    unavailable = LimiterUnavailable(f"the tenant limiter's Redis is unavailable: {error}")
+    unavailable = LimiterUnavailable(
+        f"the broker's Redis, which holds the tenant's call limit, is unreachable (REBILL_BROKER_URL): {error}"
+    )
     unavailable.__cause__ = error
     return unavailable
 

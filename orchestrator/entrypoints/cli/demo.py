@@ -84,7 +84,8 @@ def run_demo(*, provider: str, invoices: int, latency_ms: float, seed: int | Non
                 stderr=subprocess.STDOUT,
             )
             try:
-                container = Container(load_settings(**settings))
+                # The worker's cap too: its calls in flight are shown against it.
+                container = Container(load_settings(**settings, **{f"{provider}_max_concurrency": concurrency}))
                 options = container.settings.run_options()
                 run = planning.start_run(
                     container.context, provider, tenant.selector, options, provider_options=tenant.provider_options
@@ -212,11 +213,10 @@ def _summarise_counts(
 
 
 def _write_report(container: Container, run_id: str, data_dir: Path) -> Path:
-    ctx = container.context
     path = data_dir / "reports" / f"{run_id}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
-        write_report(ctx, runs.find_run(ctx, run_id), "csv", handle)
+        write_report(container, run_id, "csv", handle)
     return path
 
 

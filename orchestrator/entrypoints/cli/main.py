@@ -6,12 +6,15 @@ Exit codes: 0 done (for `run --wait`: completed with BillingLog status 2), 1 the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -19,6 +22,7 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.bootstrap import Container
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError, ProviderAuthError, ProviderError, RebillError
+from orchestrator.domain.run import RunState
 from orchestrator.entrypoints.cli import params
 from orchestrator.entrypoints.cli.platform_options import (
     given,
@@ -29,6 +33,7 @@ from orchestrator.entrypoints.cli.platform_options import (
     split_for,
 )
 from orchestrator.services import planning, reconciler, reports, runs
+from orchestrator.services.views import RunsQuery
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +52,10 @@ class RebillGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _discard_stdout()
+            click.echo("error: the output was closed before all of it was written (broken pipe)", err=True)
+            ctx.exit(EXIT_RUN_NOT_COMPLETED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as error:
@@ -57,6 +66,13 @@ class RebillGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout left (`rebill report RUN | head`): what is still buffered goes nowhere,
+    instead of failing again when Python flushes it on exit."""
+    with contextlib.suppress(OSError, ValueError):  # stdout is no file (a test runner's buffer): nothing to do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _one_line(error: BaseException) -> str:
@@ -72,11 +88,14 @@ class CliState:
     @property
     def container(self) -> Container:
         if self._container is None:
-            from orchestrator.adapters.logs import register_secret
+            from orchestrator.adapters.logs import configure_logging, register_secret
 
             settings = load_settings()
             for secret in settings.secret_values():
                 register_secret(secret)
+            # The command line stays quiet (warnings only) unless REBILL_LOG_LEVEL asks for more.
+            level = settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+            configure_logging(level, settings.log_format, unless_configured=True)
             self._container = Container(settings)
         return self._container
 
@@ -102,10 +121,6 @@ def cli(ctx: click.Context) -> None:
     """rebill: reverse every open invoice of a billing run and bill the members again."""
     state = ctx.ensure_object(CliState)
     ctx.call_on_close(state.close)
-    from orchestrator.adapters.logs import configure_logging
-
-    level, fmt = os.environ.get("REBILL_LOG_LEVEL", "WARNING"), os.environ.get("REBILL_LOG_FORMAT", "text")
-    configure_logging(level, fmt, unless_configured=True)
 
 
 def _run_options(fn: F) -> F:
@@ -146,6 +161,7 @@ def run(state: CliState, /, provider: str | None, wait: bool, as_json: bool, **r
         stall_after_seconds=raw["stall_after"],
     )
     ctx = container.context
+    _require_broker(container)  # before the tenant, whose call limit lives in the broker's Redis too
     try:
         started = planning.start_run(ctx, name, selector, options, provider_options=provider_options)
     except ProviderError as error:
@@ -159,7 +175,9 @@ def run(state: CliState, /, provider: str | None, wait: bool, as_json: bool, **r
         print_dry_run(ctx, runs.find_run(ctx, started.id), as_json=as_json)
         return
     if as_json and not wait:
-        click.echo(json.dumps(reports.run_summary(ctx, started), indent=2))
+        from orchestrator.entrypoints.cli.reading import run_views
+
+        click.echo(json.dumps(reports.run_summary(ctx, run_views(container), started), indent=2))
         return
     click.echo(started.id)
     if wait:
@@ -188,6 +206,18 @@ def _choose_provider(container: Container, asked: str | None, values: dict[str, 
     raise click.UsageError(f"several providers are configured: choose one with --provider ({', '.join(configured)})")
 
 
+def _require_broker(container: Container) -> None:
+    """A broker that does not answer is named as the broker, with the setting that points at it."""
+    from orchestrator.adapters.broker.celery import check_broker, shown_broker
+
+    settings = container.settings
+    if settings.broker_url:
+        described = f"REBILL_BROKER_URL={shown_broker(settings.broker_url)}"
+    else:
+        described = f"the embedded Redis under REBILL_DATA_DIR={settings.data_dir}; REBILL_BROKER_URL is unset"
+    check_broker(container.producer, described=described)
+
+
 def _start_error(container: Container, provider: str, error: ProviderError) -> RebillError:
     """A tenant we cannot talk to is bad input for `run`: say which settings to look at."""
     settings = container.settings.provider(provider)
@@ -200,15 +230,16 @@ def _start_error(container: Container, provider: str, error: ProviderError) -> R
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="All of it as JSON (every failure group, every call count).")
 @pass_state
 def status(state: CliState, run_id: str, as_json: bool) -> None:
-    """A run's state, counts per item state, the platform's status history and steps."""
+    """A run's state and counts, money per outcome, failures grouped by reason (with an example invoice),
+    the platform's status path with times, and the API calls made."""
     from orchestrator.entrypoints.cli.output import print_status
+    from orchestrator.entrypoints.cli.reading import run_views
 
-    ctx = state.reading_container().context
-    found = runs.find_run(ctx, run_id)
-    summary = reports.run_summary(ctx, found)
+    container = state.reading_container()
+    summary = reports.run_summary(container.context, run_views(container), runs.find_run(container.context, run_id))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -217,12 +248,44 @@ def status(state: CliState, run_id: str, as_json: bool) -> None:
 
 @cli.command(name="runs")
 @click.option("--limit", type=params.LISTED, default=20, show_default=True)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=params.ShortChoice([state.value for state in RunState], case_sensitive=False),
+    help="Only runs in this state (repeatable).",
+)
+@click.option("--provider", "providers", multiple=True, help="Only runs on this provider (repeatable).")
+@click.option("--dry-runs", is_flag=True, help="Include dry runs (also with --state DRY_RUN).")
+@click.option("--wide", is_flag=True, help="Full run ids and reasons, however wide.")
+@click.option("--json", "as_json", is_flag=True)
 @pass_state
-def list_runs(state: CliState, limit: int) -> None:
-    """The most recent runs."""
+def list_runs(
+    state: CliState,
+    limit: int,
+    states: tuple[str, ...],
+    providers: tuple[str, ...],
+    dry_runs: bool,
+    wide: bool,
+    as_json: bool,
+) -> None:
+    """The most recent runs: state, when, how long, invoices reversed / left / failed, money, reason."""
     from orchestrator.entrypoints.cli.output import print_runs
+    from orchestrator.entrypoints.cli.reading import run_views
 
-    print_runs(state.reading_container().ledger.list_runs(limit))
+    chosen = frozenset(RunState(value.upper()) for value in states)
+    query = RunsQuery(
+        states=chosen,
+        providers=frozenset(providers),
+        include_dry_runs=dry_runs or RunState.DRY_RUN in chosen,
+        limit=limit,
+    )
+    found = run_views(state.reading_container()).runs(query).runs
+    if as_json:
+        now = datetime.now(UTC)
+        click.echo(json.dumps([reports.headline_json(run, now) for run in found], indent=2))
+    else:
+        print_runs(found, wide=wide)
 
 
 @cli.command()
@@ -234,6 +297,7 @@ def retry(state: CliState, /, run_id: str, wait: bool, **raw: Any) -> None:
     """Re-run only what failed (chunks holding FAILED invoices), then the rebill once all are settled."""
     container = state.container
     found = runs.find_run(container.context, run_id)
+    _require_broker(container)
     asked = retry_asked(PLATFORMS[found.provider], raw) if found.provider in PLATFORMS else {}
     result = runs.retry_run(container.context, found.id, asked=asked)
     click.echo(result.message)
@@ -253,36 +317,51 @@ def cancel(state: CliState, run_id: str) -> None:
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--format", "fmt", type=params.ShortChoice(["csv", "json", "html"]), default="csv", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=params.ShortChoice(["csv", "json", "jsonl", "html"]),
+    default="csv",
+    show_default=True,
+    help="json: one document (the run and its invoices); jsonl: one invoice per line.",
+)
+@click.option("--failed", "failed_only", is_flag=True, help="Only the invoices that failed.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
 @pass_state
-def report(state: CliState, run_id: str, fmt: str, output: Path | None) -> None:
-    """One line per invoice: id, number, party, amount, outcome, reason, the platform's references, attempts.
-    `html`: the run's web page as one self-contained file (charts, failures, every invoice and API call;
-    opens without a network)."""
+def report(state: CliState, run_id: str, fmt: str, failed_only: bool, output: Path | None) -> None:
+    """Every invoice: id, number, party, amount, outcome, reason, the platform's references, attempts (and
+    failures a retry replaced), when, and (json, jsonl) every API call. `html`: the run's web page as one
+    self-contained file (charts, failures, every invoice and call; opens without a network)."""
     from orchestrator.entrypoints.cli.output import write_report
 
+    if failed_only and fmt == "html":
+        raise click.UsageError("--failed is for csv, json and jsonl; the html report filters failed invoices itself")
     container = state.reading_container()
     if fmt == "html":
         from orchestrator.entrypoints.cli.web import write_html_report
 
-        if output is None:
-            write_html_report(container, run_id, sys.stdout)
-            return
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("w", encoding="utf-8") as handle:
+        with _written(output, newline=None) as handle:
             write_html_report(container, run_id, handle)
-        click.echo(str(output))
         return
-    ctx = container.context
-    found = runs.find_run(ctx, run_id)
-    if output is None:
-        write_report(ctx, found, fmt, sys.stdout)
+    runs.find_run(container.context, run_id)  # an unknown run is said before any file is made
+    with _written(output, newline="") as handle:
+        write_report(container, run_id, fmt, handle, failed_only=failed_only)
+
+
+@contextmanager
+def _written(path: Path | None, *, newline: str | None) -> Iterator[TextIO]:
+    """stdout, or `path` (its folder made); a path that cannot be written is bad input, named."""
+    if path is None:
+        yield sys.stdout
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="") as handle:
-        write_report(ctx, found, fmt, handle)
-    click.echo(str(output))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("w", encoding="utf-8", newline=newline)
+    except OSError as error:
+        raise RebillError(f"cannot write the report to {path}: {error.strerror or error}") from None
+    with handle:
+        yield handle
+    click.echo(str(path))
 
 
 @cli.group(invoke_without_command=True)
@@ -412,6 +491,27 @@ def web(state: CliState, address: str, port: int, insecure_local: bool) -> None:
         insecure_local=insecure_local,
         ready=lambda url: click.echo(f"serving the web view on {url}"),
     )
+
+
+@cli.group()
+def broker() -> None:
+    """The embedded Redis: rebill's broker when REBILL_BROKER_URL is unset."""
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the embedded Redis under REBILL_DATA_DIR (`make stop`); the next command that needs it starts it."""
+    from orchestrator.adapters.broker import embedded
+
+    settings = load_settings()
+    if settings.broker_url:
+        click.echo("REBILL_BROKER_URL is set: rebill runs no broker of its own here, nothing to stop")
+        return
+    where = embedded.locate(Path(settings.data_dir)).directory
+    if embedded.stop(Path(settings.data_dir)):
+        click.echo(f"stopped the embedded Redis in {where}")
+    else:
+        click.echo(f"no embedded Redis running in {where}")
 
 
 def _mount_schedule_commands() -> None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from orchestrator.adapters.schedule_file import Schedule, ScheduleEntry, load_schedule
+from orchestrator.adapters.schedule_file import Schedule, ScheduleEntry, ScheduleFileError, load_schedule, zone
 from orchestrator.config import load_settings
 from orchestrator.domain.errors import ConfigurationError
+from orchestrator.domain.user_input import quoted
 from orchestrator.entrypoints.cli import params
 from orchestrator.services.ports import ScheduleFiring
 
@@ -39,6 +41,17 @@ def _firing_log() -> Any:
     return SqlFiringLog(engines.read, write_engine=engines.write)
 
 
+def _known(name: str) -> bool:
+    """Whether the schedule file (when there is one) names this schedule."""
+    configured = load_settings().schedule_file
+    if configured is None:
+        return False
+    try:
+        return load_schedule(Path(configured)).get(name) is not None
+    except ConfigurationError:  # a broken file names nothing; `schedule check` says what is wrong
+        return False
+
+
 def _firing_json(firing: ScheduleFiring | None) -> dict[str, Any] | None:
     if firing is None:
         return None
@@ -55,6 +68,7 @@ def _firing_json(firing: ScheduleFiring | None) -> dict[str, Any] | None:
 
 def _entry_json(entry: ScheduleEntry, schedule: Schedule, now: datetime, count: int) -> dict[str, Any]:
     times = entry.next_times(now, count) if entry.enabled else []
+    local = zone(schedule.timezone)
     return {
         "name": entry.name,
         "enabled": entry.enabled,
@@ -64,7 +78,8 @@ def _entry_json(entry: ScheduleEntry, schedule: Schedule, now: datetime, count: 
         "when": entry.timing.describe(),
         "timezone": schedule.timezone,
         "next": [moment.isoformat() for moment in times],
-        "options": {k: str(v) for k, v in {**entry.options, **entry.provider_options}.items()},
+        "next_local": [moment.astimezone(local).isoformat() for moment in times],
+        "options": {**entry.options, **entry.provider_options},  # as the file has them: numbers, booleans, text
     }
 
 
@@ -76,8 +91,14 @@ def schedule() -> None:
 @schedule.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def check(path: Path | None) -> None:
-    """Validate a schedule file (default REBILL_SCHEDULE_FILE); exit 2 naming the line at fault."""
-    loaded = _schedule(path)
+    """Validate a schedule file (default REBILL_SCHEDULE_FILE); exit 2 listing every mistake with its line."""
+    try:
+        loaded = _schedule(path)
+    except ScheduleFileError as error:
+        for problem in error.described():
+            click.echo(f"error: {problem}", err=True)
+        click.echo(f"{len(error.problems)} problem(s) in {error.path}", err=True)
+        sys.exit(2)
     enabled = len(loaded.enabled)
     click.echo(f"{loaded.path}: {len(loaded.entries)} schedule(s), {enabled} enabled, timezone {loaded.timezone}: OK")
 
@@ -108,9 +129,10 @@ def list_schedules(count: int, as_json: bool, path: Path | None) -> None:
     for row in rows:
         state = "" if row["enabled"] else "  (disabled)"
         click.echo(f"{row['name']}{state}: {row['billing']}, {row['when']}")
-        for moment in row["next"]:
-            local = datetime.fromisoformat(moment)
-            click.echo(f"  next {local:%Y-%m-%d %H:%M} UTC")
+        for utc, local in zip(row["next"], row["next_local"], strict=True):
+            at, there = datetime.fromisoformat(utc), datetime.fromisoformat(local)
+            own = "" if loaded.timezone.upper() == "UTC" else f" ({there:%Y-%m-%d %H:%M} {loaded.timezone})"
+            click.echo(f"  next {at:%Y-%m-%d %H:%M} UTC{own}")
         last = row["last_firing"]
         if last is not None:
             what = last["run_id"] or last["reason"] or ""
@@ -122,9 +144,13 @@ def list_schedules(count: int, as_json: bool, path: Path | None) -> None:
 @click.option("--limit", type=params.LISTED, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def history(name: str | None, limit: int, as_json: bool) -> None:
-    """Recorded firings (newest first): the run each started, or why it was skipped."""
+    """Recorded firings (newest first): the run each started, or why it was skipped. Exit 1 for a NAME
+    that is neither in the schedule file nor in any recorded firing."""
     firings = _firing_log()
     found = firings.recent_firings(schedule=name, limit=limit)
+    if name is not None and not found and not _known(name):
+        click.echo(f"error: no schedule {quoted(name)}: not in the schedule file, and no firing recorded", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps([_firing_json(f) for f in found], indent=2))
         return

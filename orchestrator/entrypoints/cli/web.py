@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import TextIO
 
-from orchestrator.adapters.ledger.views import SqlRunViews
 from orchestrator.bootstrap import Container
 from orchestrator.domain.errors import RunRefused
 from orchestrator.domain.user_input import quoted
+from orchestrator.entrypoints.cli.reading import run_views
 from orchestrator.entrypoints.web.app import create_app
 from orchestrator.entrypoints.web.auth import web_auth
 from orchestrator.entrypoints.web.pages import Pages
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def pages_for(container: Container) -> Pages:
     settings = container.settings
     caps = {name: settings.provider(name).max_concurrency for name in settings.providers}
-    return Pages(SqlRunViews(container.engines.read), tenant_caps=caps)
+    return Pages(run_views(container), tenant_caps=caps)
 
 
 def run_web(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -32,6 +32,9 @@ from orchestrator.services.views import (
     RunViews,
     StatusStep,
     operator_actions,
+    shown_duration as duration,
+    shown_money as money,
+    shown_time as when,
 )
 
 __all__ = ["Pages", "call_json", "invoice_page_json", "line_json", "progress_json"]
@@ -49,21 +52,6 @@ def _default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(type(value).__name__)
-
-
-def money(value: Decimal) -> str:
-    return f"{value:,.2f}"
-
-
-def when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    text = str(timedelta(seconds=round(seconds)))
-    return text.removeprefix("0:") if seconds < 3600 else text
 
 
 def _json_script(value: Any) -> Markup:

@@ -1,8 +1,8 @@
-"""Serving the web view with uvicorn on a socket we bind first, so a taken port is a plain error."""
+"""Serving the web view with uvicorn on a socket we bind first (`adapters.listening`), so a taken port
+is a plain error."""
 
 from __future__ import annotations
 
-import errno
 import socket
 import threading
 import time
@@ -12,27 +12,9 @@ from typing import Any
 
 import uvicorn
 
-from orchestrator.domain.errors import ConfigurationError
+from orchestrator.adapters.listening import bind
 
 __all__ = ["bind", "serve", "serving"]
-
-
-def bind(address: str, port: int) -> socket.socket:
-    """A listening socket on address:port (port 0: any free one)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((address, port))
-    except OSError as error:
-        sock.close()
-        if error.errno == errno.EADDRINUSE:
-            raise ConfigurationError(
-                f"port {port} on {address} is already in use (choose another with --port)"
-            ) from None
-        raise ConfigurationError(f"cannot listen on {address}:{port}: {error.strerror}") from None
-    sock.listen(128)
-    return sock
 
 
 def serve(app: Any, sock: socket.socket, *, log_level: str, ready: Callable[[str], None] | None = None) -> None:

@@ -29,6 +29,7 @@ from orchestrator.adapters.providers.http import (
     success_payload,
     transport_failure,
 )
+from orchestrator.adapters.providers.tenant_limit import LimiterUnavailable, TenantLimiter
 from orchestrator.domain.billing import ApiCall, CallOutcome
 from orchestrator.domain.errors import (
     ProviderError,
@@ -128,6 +129,24 @@ class TestTransportFailure:
     def test_names_the_platform(self) -> None:
         error = transport_failure(httpx.ConnectError("refused"), operation=READ, mutating=False, platform=PLATFORM)
         assert "cannot connect to Acme" in str(error)
+
+    def test_an_unreachable_limiter_is_named_as_the_broker_not_the_platform(self) -> None:
+        nothing_listens = TenantLimiter.from_url("redis://127.0.0.1:9/0", "k", max_concurrency=1, lease_seconds=5)
+        try:
+            with pytest.raises(LimiterUnavailable) as caught:
+                nothing_listens.acquire(timeout=0.2)
+        finally:
+            nothing_listens.close()
+        limiter_down = caught.value
+
+        error = transport_failure(limiter_down, operation=WRITE, mutating=True, platform=PLATFORM)
+
+        assert type(error) is ProviderUnavailable
+        assert not error.may_have_applied
+        assert "cannot connect to Acme" not in str(error)
+        assert "not sent to Acme" in str(error)
+        assert "broker's Redis" in str(error)
+        assert "REBILL_BROKER_URL" in str(error)
 
 
 class TestStatusFailure:

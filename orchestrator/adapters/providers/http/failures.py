@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from orchestrator.adapters.providers.tenant_limit import LimiterUnavailable
 from orchestrator.domain.billing import CallOutcome
 from orchestrator.domain.errors import (
     PermanentProviderError,
@@ -82,6 +83,9 @@ def transport_failure(exc: BaseException, *, operation: str, mutating: bool, pla
             operation=operation,
             may_have_applied=mutating,
         )
+    if isinstance(exc, LimiterUnavailable):
+        # Our own Redis, not the platform: naming the platform would send an operator to the wrong system.
+        return ProviderUnavailable(f"{operation}: not sent to {platform}: {exc}", operation=operation)
     if isinstance(exc, httpx.ConnectError):
         return ProviderUnavailable(
             f"{operation}: cannot connect to {platform} ({what}); nothing was sent", operation=operation

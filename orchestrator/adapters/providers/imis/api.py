@@ -146,6 +146,13 @@ class ImisApi:
                 return
             offset = next_offset
 
+    def has_invoices(self, billing_key: str, *, party_id: str) -> bool:
+        """Whether the billing holds any invoice billed to `party_id` (one page of one invoice)."""
+        pages = self._client.iter_invoice_pages(billing_log_key=billing_key, bill_to_party_id=party_id, page_size=1)
+        for page in pages:
+            return bool(page.Items)
+        return False
+
     def get_invoice(self, invoice_id: str) -> ImisInvoice:
         return to_invoice(self._client.get_invoice(invoice_id))
 

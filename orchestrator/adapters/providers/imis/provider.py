@@ -143,6 +143,12 @@ class ImisProvider:
         imis_options = parse_run_request(ImisOptions, {**self._defaults.model_dump(), **options}, "iMIS option")
         original = self._check_original(chosen.billing_log)
         key, party = chosen.billing_log, chosen.party_id
+        if party is not None and not self._api.has_invoices(key, party_id=party):
+            # Refused here, dry run or not: a run would create a tracking log and end with nothing to do.
+            raise RunRefused(
+                f"party {party} has no invoice in BillingLog {key} ({original.run_name or original.cycle_name}): "
+                "nothing to reverse or rebill for it (check the party id)"
+            )
         scope = f"imis:{key}"
         label = f"BillingLog {key} ({original.run_name or original.cycle_name})" + (
             f" for party {party}" if party else ""

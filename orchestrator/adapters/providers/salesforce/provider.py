@@ -256,7 +256,7 @@ class SalesforceProvider:
         outcome = _read_back(current)
         if outcome is not None:
             return outcome
-        return ItemOutcome(ItemState.FAILED, reason=refused.message, error=repr(refused))
+        return ItemOutcome(ItemState.FAILED, reason=refused.message, error=refused.readable())
 
     def preview(self, run: Run, prepared: Prepared) -> Mapping[int, ItemOutcome]:
         return {item.id: ItemOutcome(ItemState.PREVIEWED) for item in prepared.send}
