@@ -179,7 +179,7 @@ class Container:
     @functools.cached_property
     def dispatcher(self) -> Dispatcher:
         return CeleryDispatcher(
-            self.producer,
+            lambda: self.producer,
             queue=self.settings.queue,
             max_countdown_seconds=self.settings.visibility_timeout_seconds / 2,
             chunk_sizes=lambda chunk_id: self.ledger.chunk_seq_and_size(chunk_id),

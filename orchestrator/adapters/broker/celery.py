@@ -93,20 +93,20 @@ class CeleryDispatcher:
 
     def __init__(
         self,
-        app: Celery,
+        app: Callable[[], Celery],
         *,
         queue: str,
         max_countdown_seconds: float,
         chunk_sizes: ChunkSizes | None = None,
     ) -> None:
-        self._app = app
+        self._app = app  # built on the first message: a command that only reads never reaches the broker
         self._queue = queue
         self._max_countdown = max_countdown_seconds
         self._chunk_sizes = chunk_sizes
 
     def _send(self, name: str, args: list[object], countdown: float, label: str) -> None:
         countdown = min(max(0.0, countdown), self._max_countdown)
-        self._app.send_task(
+        self._app().send_task(
             name, args=args, countdown=countdown or None, queue=self._queue, argsrepr=label, kwargsrepr="{}"
         )
 
