@@ -67,6 +67,9 @@ def test_a_bill_run_is_rebilled_once_with_the_corrected_amounts(
     rebilled = [line for line in lines if line["outcome"] == "REVERSED"]
     assert len(rebilled) == len(seeded.eligible)
     assert all(line["rebill_ref"] and line["new_amount"] for line in rebilled)
+    assert all(
+        Decimal(line["difference"]) == Decimal(line["new_amount"]) - Decimal(line["amount"]) for line in rebilled
+    )
 
 
 def test_busy_billing_groups_and_lost_replies_are_retried_and_settled_exactly_once(

@@ -203,7 +203,7 @@ def test_a_report_has_one_line_per_invoice(stack: Stack) -> None:
     assert document["run"]["run_id"] == run_id
     csv_lines = stack.cli("report", run_id, "--format", "csv").output.splitlines()
     assert csv_lines[0] == (
-        "invoice_id,number,party_id,party_name,amount,outcome,reason,result_ref,rebill_ref,new_amount,attempts,"
-        "attempts_total,settled_by_read,updated_at,last_error,earlier_failures,api_calls"
+        "invoice_id,number,party_id,party_name,amount,outcome,reason,result_ref,rebill_ref,new_amount,difference,"
+        "attempts,attempts_total,settled_by_read,updated_at,last_error,earlier_failures,api_calls"
     )
     assert len(csv_lines) == len(billing.invoice_ids) + 1
