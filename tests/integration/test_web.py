@@ -122,7 +122,12 @@ def failed_money(stack: Stack, run_id: str) -> str:
 
 
 def text_of(driver: Any, css: str) -> str:
-    return str(driver.find_element("css selector", css).text)
+    """The element's text read in the page in one step: the live refresh may replace it any moment, and a
+    found element read afterwards would be stale."""
+    found = driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.innerText", css)
+    if found is None:
+        raise AssertionError(f"nothing matches {css!r}")
+    return str(found).strip()
 
 
 def all_text(driver: Any, css: str) -> list[str]:
