@@ -8,14 +8,15 @@ and checks the effect on the platform itself, by its own counters.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from orchestrator.domain.errors import ProviderError, TransientProviderError
-from orchestrator.domain.run import Item, ItemOutcome, ItemState, PlannedItem, Run, RunOptions, RunState
+from orchestrator.domain.run import Item, ItemOutcome, ItemState, PlannedItem, Run, RunOptions, RunState, Step
 from orchestrator.services.ports import ActionUnit, BillingProvider
 from tests.providers.tenants import TENANTS, Tenant
 
@@ -47,11 +48,7 @@ def open_run(tenant: Tenant, *, dry_run: bool = False) -> Run:
         return run
     prepared = tenant.provider.prepare_run(run)
     state = {**run.provider_state, **prepared.state}
-    return Run(**{**_fields(run), "provider_state": state})
-
-
-def _fields(run: Run) -> dict[str, object]:
-    return {name: getattr(run, name) for name in run.__dataclass_fields__}
+    return replace(run, provider_state=state)
 
 
 def plan(tenant: Tenant, run: Run, *, cursor: int = 0) -> list[PlannedItem]:
@@ -146,7 +143,7 @@ class TestOneAction:
         run = open_run(tenant)
         items = unit(tenant.provider, items_of(plan(tenant, run)))
         act(tenant, run, items)
-        again = [Item(**{**_item_fields(item), "claims_total": 2, "attempts": 2}) for item in items]
+        again = [replace(item, claims_total=2, attempts=2) for item in items]
 
         outcomes = act(tenant, run, again)
 
@@ -162,7 +159,7 @@ class TestOneAction:
             act(tenant, run, items)
         assert lost.value.may_have_applied
         tenant.fault_writes(None)
-        again = [Item(**{**_item_fields(item), "claims_total": 2, "attempts": 2}) for item in items]
+        again = [replace(item, claims_total=2, attempts=2) for item in items]
 
         outcomes = act(tenant, run, again)
 
@@ -179,16 +176,12 @@ class TestOneAction:
             act(tenant, run, items)
         assert acted_on(tenant) == {}
         tenant.fault_writes(None)
-        again = [Item(**{**_item_fields(item), "claims_total": 2, "attempts": 2}) for item in items]
+        again = [replace(item, claims_total=2, attempts=2) for item in items]
 
         outcomes = act(tenant, run, again)
 
         assert {outcomes[item.id].state for item in again} == {ItemState.REVERSED}
         assert acted_on(tenant) == {item.invoice.invoice_id: 1 for item in items}
-
-
-def _item_fields(item: Item) -> dict[str, object]:
-    return {name: getattr(item, name) for name in item.__dataclass_fields__}
 
 
 class _NoLedger:
@@ -197,8 +190,8 @@ class _NoLedger:
     def __init__(self, items: list[Item]) -> None:
         self._items = items
 
-    def items(self, *, states: object = None) -> Iterator[Item]:
+    def items(self, *, states: Collection[ItemState] | None = None) -> Iterator[Item]:
         return iter(self._items)
 
-    def steps(self) -> list[object]:
+    def steps(self) -> Sequence[Step]:
         return []
