@@ -100,7 +100,8 @@ class Stack:
             container.close()
 
     # --- processes ---
-    def start_worker(self, concurrency: int = 8, **env: str) -> WorkerProcess:
+    def start_worker(self, concurrency: int = 8, /, **env: str) -> WorkerProcess:
+        """A worker with `env` over the stack's settings (`concurrency` is positional: no setting can fill it)."""
         log = self.directory / f"worker-{len(self.workers)}.log"
         with log.open("w") as handle:  # the child keeps its own descriptor
             process = subprocess.Popen(

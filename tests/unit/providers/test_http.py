@@ -150,19 +150,21 @@ class TestTransportFailure:
 
 
 class TestStatusFailure:
-    def fail(self, status_code: int, *, mutating: bool = False, **headers: str) -> ProviderError:
+    def fail(
+        self, status_code: int, *, mutating: bool = False, headers: Mapping[str, str] | None = None
+    ) -> ProviderError:
         return status_failure(
             operation=WRITE if mutating else READ,
             platform=PLATFORM,
             mutating=mutating,
             status_code=status_code,
-            headers=headers,
+            headers=headers or {},
             detail=": the platform's own words",
             now=NOW,
         )
 
     def test_throttled_keeps_retry_after(self) -> None:
-        error = self.fail(429, **{"retry-after": "Tue, 09 Sep 2025 12:00:30 GMT"})
+        error = self.fail(429, headers={"retry-after": "Tue, 09 Sep 2025 12:00:30 GMT"})
         assert isinstance(error, ProviderThrottled)
         assert error.retry_after == 30.0
         assert "throttled by Acme" in str(error)

@@ -22,7 +22,8 @@ KEY = "ec-unit-key-000111"
 GUID = "0b6f2c9e-5d1a-4c8e-9f47-3a2d18e0c6b1"
 
 
-def reply(body: Any, status: int = 200, **headers: str) -> httpx.Response:
+def reply(body: Any, status: int = 200, /, **headers: str) -> httpx.Response:
+    """A reply with `headers` over JSON's (`status` is positional: no header can fill it)."""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.Response(status, content=content, headers={"Content-Type": "application/json", **headers})
 
