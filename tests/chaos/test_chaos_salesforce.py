@@ -19,7 +19,7 @@ import pytest
 from orchestrator.domain.run import ItemState, RunState
 from simulators.salesforce.state import SalesforceState, SeededRun
 from tests.chaos.conftest import KillableRedis
-from tests.chaos.test_chaos import wait_until
+from tests.chaos.test_chaos import reversed_at_least, wait_until
 from tests.support.salesforce import assert_voided_and_generated_once
 from tests.support.stack import Stack
 
@@ -46,7 +46,7 @@ def test_workers_killed_while_voiding_and_while_generating(chaos: Stack) -> None
 
     for share in sorted(rng.uniform(0.1, 0.8) for _ in range(2)):
         target = int(share * len(seeded.eligible_ids))
-        wait_until(chaos, run_id, lambda _run, counts, t=target: counts.get(ItemState.REVERSED, 0) >= t)
+        wait_until(chaos, run_id, reversed_at_least(target))
         chaos.workers[-1].kill()
         time.sleep(rng.uniform(0.0, 1.0))
         chaos.start_worker()

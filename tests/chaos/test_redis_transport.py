@@ -22,6 +22,7 @@ from tests.chaos.conftest import KillableRedis
 def _idle_worker_holding_a_message(broker: KillableRedis, transport: type[kombu_redis.Transport]) -> Connection:
     connection = Connection(broker.url, transport=transport)
     channel = connection.default_channel
+    assert isinstance(channel, kombu_redis.Channel)  # the virtual transport's channel, which publishes
     channel.basic_publish(channel.prepare_message('{"run_id": "r"}'), exchange="", routing_key="held")
     held: list[Message] = []
     Consumer(channel, [Queue("held")], callbacks=[lambda _body, message: held.append(message)]).consume()
