@@ -154,7 +154,7 @@ class TestVoid:
         assert status(client, invoice_id).Status == "Void In Progress"
         clock.advance(2)
         after = status(client, invoice_id)
-        assert (after.Status, after.Balance, after.NetCreditsApplied) == ("Voided", 0, total)
+        assert (after.Status, after.Balance, after.NetCreditsApplied) == ("Voided", Decimal("0"), total)
 
     @pytest.mark.parametrize("reason", ["paid", "credited", "balance_mismatch", "not_latest_on_schedule", "not_posted"])
     def test_ineligible_invoices_are_refused(

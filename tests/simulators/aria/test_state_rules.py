@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -30,7 +32,19 @@ def charge_lines(invoice: Invoice) -> list[RebillLine]:
     return [RebillLine(line.line_no, line.service.service_no) for line in invoice.lines if not line.service.is_tax]
 
 
-def rebill_of(invoice: Invoice, lines: list[RebillLine] | None = None, **fields: object) -> RebillRequest:
+class RebillChanges(TypedDict, total=False):
+    """What a test changes in the request `rebill_of` writes."""
+
+    account: AccountRef
+    orig_invoice_no: int
+    reason_cd: int
+    lines: tuple[RebillLine, ...]
+    do_write: bool
+
+
+def rebill_of(
+    invoice: Invoice, lines: list[RebillLine] | None = None, /, **changes: Unpack[RebillChanges]
+) -> RebillRequest:
     request = RebillRequest(
         account=AccountRef(invoice.account.acct_no),
         orig_invoice_no=invoice.invoice_no,
@@ -40,12 +54,12 @@ def rebill_of(invoice: Invoice, lines: list[RebillLine] | None = None, **fields:
         alt_caller_id="rebill",
         qualifiers=(("run_id", "R-42"),),
     )
-    return replace(request, **fields)  # type: ignore[arg-type]
+    return replace(request, **changes)
 
 
-def refused(code: ErrorCode, call: object, *args: object) -> AriaError:
+def refused(code: ErrorCode, call: Callable[..., object], *args: object) -> AriaError:
     with pytest.raises(AriaError) as caught:
-        call(*args)  # type: ignore[operator]
+        call(*args)
     assert caught.value.code == code, caught.value.message
     return caught.value
 
@@ -90,12 +104,17 @@ class TestRebill:
         assert [(line.units, line.rate_per_unit) for line in rebill.lines[1:-1]] == [
             (line.units, line.rate_per_unit) for line in open_invoice.lines[1:] if not line.service.is_tax
         ]
-        charges = sum(line.amount for line in rebill.lines if not line.service.is_tax)
+        charges = sum((line.amount for line in rebill.lines if not line.service.is_tax), Decimal(0))
         assert rebill.lines[-1].service.is_tax
-        assert rebill.lines[-1].amount == cents(charges * open_invoice.tax_rate)  # type: ignore[operator]
+        assert open_invoice.tax_rate is not None
+        assert rebill.lines[-1].amount == cents(charges * open_invoice.tax_rate)
         assert rebill.amount == result.preview.amount == charges + rebill.lines[-1].amount
         assert (rebill.created_by, rebill.qualifiers, rebill.created_date) == ("rebill", (("run_id", "R-42"),), TODAY)
-        assert (open_invoice.rb_no, open_invoice.credit, open_invoice.total_due) == (rebill.invoice_no, old_amount, 0)
+        assert (open_invoice.rb_no, open_invoice.credit, open_invoice.total_due) == (
+            rebill.invoice_no,
+            old_amount,
+            Decimal("0"),
+        )
         assert open_invoice.rebilled
         assert not open_invoice.eligible
         counters = state.counters()
@@ -174,9 +193,7 @@ class TestRebill:
             ({"lines": (RebillLine(99, 10001),)}, ErrorCode.INVALID_INPUT),
         ],
     )
-    def test_refusals(
-        self, state: AriaState, open_invoice: Invoice, change: dict[str, object], code: ErrorCode
-    ) -> None:
+    def test_refusals(self, state: AriaState, open_invoice: Invoice, change: RebillChanges, code: ErrorCode) -> None:
         refused(code, state.gen_rb_m, rebill_of(open_invoice, **change))
         assert open_invoice.rb_no is None
 

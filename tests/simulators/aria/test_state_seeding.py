@@ -80,8 +80,9 @@ class TestMix:
         assert 0 < len(taxed) < len(invoices)
         for invoice in taxed:
             tax = [line for line in invoice.lines if line.service.is_tax]
-            charges = sum(line.amount for line in invoice.lines if not line.service.is_tax)
-            assert [line.amount for line in tax] == [cents(charges * invoice.tax_rate)]  # type: ignore[operator]
+            charges = sum((line.amount for line in invoice.lines if not line.service.is_tax), Decimal(0))
+            assert invoice.tax_rate is not None
+            assert [line.amount for line in tax] == [cents(charges * invoice.tax_rate)]
 
     def test_older_bill_date_has_an_invoice_per_account(self, state: AriaState, run: SeededRun) -> None:
         assert run.older_bill_date == date(2025, 9, 1)

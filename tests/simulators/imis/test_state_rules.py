@@ -134,7 +134,7 @@ class TestOtherOperations:
         state.apply_payment("8159", Decimal("50.00"))
         state.write_off(act("8159", reason="Unable to collect"))
         invoice = state.invoice("8159")
-        assert (invoice.balance, invoice.written_off, invoice.reversed) == (0, True, False)
+        assert (invoice.balance, invoice.written_off, invoice.reversed) == (Decimal("0"), True, False)
         with pytest.raises(Refused, match="no balance"):
             state.write_off(act("8159"))
 
@@ -224,7 +224,7 @@ class TestOtherOperations:
             state.reverse_invoice("ProcessFundraisingReversal", act("8200", reverse_all=True))
         for scheduled in ("1", "3", "4"):
             state.reverse_invoice("ProcessFundraisingReversal", act("8200", scheduled_payment_id=scheduled))
-        assert (pledge.balance, pledge.reversed) == (0, True)
+        assert (pledge.balance, pledge.reversed) == (Decimal("0"), True)
         with pytest.raises(Refused, match="not a fundraising"):
             state.reverse_invoice("ProcessFundraisingReversal", act("8158"))
 

@@ -155,7 +155,7 @@ class TestSeeding:
     def test_voided_ones_were_rebilled_outside_any_run(self, state: SalesforceState, run: SeededRun) -> None:
         for invoice_id in (i for i, reason in run.expected.items() if reason == "not_posted"):
             invoice = state.invoice(invoice_id)
-            assert (invoice.status, invoice.balance, invoice.net_credits) == ("Voided", 0, invoice.total_with_tax)
+            assert (invoice.status, invoice.balance, invoice.net_credits) == ("Voided", Decimal("0"), invoice.total_with_tax)
             rebills = [
                 other
                 for other in state.invoices_on_schedule(schedules_of(invoice)[0])
@@ -178,7 +178,7 @@ class TestVoid:
         assert state.invoice(invoice.id).status == "Void In Progress"
         clock.advance(0.2)
         state.advance()  # every operation applies the due steps first; reading the object itself does not
-        assert (invoice.status, invoice.balance, invoice.net_credits) == ("Voided", 0, total)
+        assert (invoice.status, invoice.balance, invoice.net_credits) == ("Voided", Decimal("0"), total)
         for line in invoice.lines:
             schedule = state.schedule(line.schedule_id)
             assert schedule.billed_amount == billed[schedule.id] - line.amount
