@@ -80,7 +80,8 @@ class TestSelection:
         }
         assert all(by_no[n].voided for n in run.voided)
         assert all(by_no[n].paid_date is not None and by_no[n].total_due == 0 for n in run.paid)
-        assert all(by_no[n].total_due < by_no[n].amount for n in run.part_paid)
+        part_paid = [by_no[n] for n in run.part_paid]
+        assert all(h.total_due is not None and h.total_due < h.amount for h in part_paid)
         assert all(by_no[n].total_due == 0 for n in run.rebilled)
         eligible = by_no[run.eligible[0]]
         assert (eligible.total_due, eligible.paid_date, eligible.voided) == (eligible.amount, None, False)
@@ -118,8 +119,10 @@ class TestRebill:
         assert reply.invoice_items[0].line_amount == Decimal("4.63")  # 37 x 0.125, half-up
         tax = reply.invoice_items[-1]
         assert tax.line_type == 2
-        assert tax.line_amount == cents(lines.new_charges * details.tax_details[0].tax_rate)  # type: ignore[operator]
-        assert reply.amount == charges + tax.line_amount  # type: ignore[operator]
+        tax_rate = details.tax_details[0].tax_rate
+        assert tax_rate is not None
+        assert tax.line_amount == cents(lines.new_charges * tax_rate)
+        assert reply.amount == charges + tax.line_amount
         assert reply.invoice_no == state.invoices[invoice_no].rb_no
 
     def test_once_then_3097_settled_by_reading(self, client: AriaClient, state: AriaState, run: SeededRun) -> None:
