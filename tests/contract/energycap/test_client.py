@@ -321,7 +321,8 @@ class TestTransportAndKey:
         state.faults.update(p_500=1.0, fault_operations=["bill.get"])
         errors: list[ProviderError] = []
         with caplog.at_level(logging.DEBUG):
-            for attempt in (lambda: client.get_bill(1), lambda: gone.get_bill(1)):
+            attempts: list[Callable[[], object]] = [lambda: client.get_bill(1), lambda: gone.get_bill(1)]
+            for attempt in attempts:
                 with pytest.raises(ProviderError) as raised:
                     attempt()
                 errors.append(raised.value)

@@ -327,7 +327,7 @@ class TestLostReplies:
         if operation == "recover":
             client.generate(schedules, correlation_id="c", invoice_date=DAY, target_date=DAY)
         state.faults.update(p_reply_lost=1.0, fault_operations=[operation])
-        send = {
+        send: Callable[[], object] = {
             "void": lambda: client.void(invoice_id),
             "generate": lambda: client.generate(schedules, correlation_id="c", invoice_date=DAY, target_date=DAY),
             "recover": lambda: client.recover(schedules[0]),
