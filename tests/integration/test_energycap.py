@@ -41,12 +41,6 @@ def report(stack: Stack, run: Run) -> dict[str, dict[str, Any]]:
     return {row["invoice_id"]: row for row in csv.DictReader(io.StringIO(result.output))}
 
 
-def status(stack: Stack, run: Run) -> dict[str, Any]:
-    result = stack.cli("status", run.id, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)  # type: ignore[no-any-return]
-
-
 def assert_rebilled(stack: Stack, period: SeededPeriod, run: Run) -> None:
     """Every eligible bill: reversed (its reversal bill kept) and rebilled by the import (its new bill kept)."""
     state = energycap(stack)
@@ -121,7 +115,7 @@ def test_kickouts_are_reported_then_reimported_on_retry(stack: Stack) -> None:
     assert (again["kind"], again["rows"], again["created"]) == ("kickout", first["kicked_out"], first["kicked_out"])
     assert set(batches_of(counters, run, imports=True).values()) == {1}
     assert_rebilled(stack, period, run)
-    assert [step["key"] for step in status(stack, run)["steps"]] == ["import/I1", "import/I2"]
+    assert [step["key"] for step in stack.run_status(run.id)["steps"]] == ["import/I1", "import/I2"]
 
 
 def test_without_corrected_bills_the_run_only_reverses_and_says_so(stack: Stack) -> None:
@@ -131,7 +125,7 @@ def test_without_corrected_bills_the_run_only_reverses_and_says_so(stack: Stack)
     assert code == 0, output
     counters = assert_reversed_once(stack, period, run)
     assert imports_of(counters, run) == []
-    assert status(stack, run)["details"]["rebill"].startswith("reverse-only")
+    assert stack.run_status(run.id)["details"]["rebill"].startswith("reverse-only")
 
 
 def test_a_dry_run_lists_the_chunks_and_the_import_and_writes_nothing(stack: Stack) -> None:

@@ -17,14 +17,8 @@ def run_waiting(stack: Stack, *args: str) -> tuple[int, str, str]:
     return result.exit_code, run_id, result.output
 
 
-def summary(stack: Stack, run_id: str) -> dict[str, object]:
-    result = stack.cli("status", run_id, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)  # type: ignore[no-any-return]
-
-
 def statuses(stack: Stack, run_id: str) -> list[int]:
-    return [int(event["status"]) for event in summary(stack, run_id)["status_history"]]  # type: ignore[index, union-attr]
+    return [int(event["status"]) for event in stack.run_status(run_id)["status_history"]]
 
 
 @pytest.mark.slow
@@ -41,9 +35,9 @@ def test_a_2000_invoice_run_completes_with_each_eligible_invoice_reversed_exactl
     assert rebill["auto_post"] is True
     assert rebill["with_reverse_action"] is False
     assert statuses(stack, run_id) == [5, 1, 2]
-    items = summary(stack, run_id)["items"]
-    assert items["REVERSED"] == billing.open_count  # type: ignore[index]
-    assert items["SKIPPED"] == billing.paid_count + billing.part_paid_count  # type: ignore[index]
+    items = stack.run_status(run_id)["items"]
+    assert items["REVERSED"] == billing.open_count
+    assert items["SKIPPED"] == billing.paid_count + billing.part_paid_count
 
 
 def test_the_rebill_request_carries_the_original_billing(stack: Stack) -> None:
@@ -68,7 +62,7 @@ def test_an_unposted_batch_is_posted_when_configured(stack: Stack) -> None:
 
     assert code == 0, output
     assert statuses(stack, run_id) == [5, 1, 4, 2]
-    assert summary(stack, run_id)["details"]["batch_posted"] is True
+    assert stack.run_status(run_id)["details"]["batch_posted"] is True
 
 
 def test_an_unposted_batch_left_alone_needs_attention_naming_the_batch(stack: Stack) -> None:
@@ -78,7 +72,7 @@ def test_an_unposted_batch_left_alone_needs_attention_naming_the_batch(stack: St
     )
 
     assert code == 1
-    status = summary(stack, run_id)
+    status = stack.run_status(run_id)
     assert status["state"] == RunState.NEEDS_ATTENTION.value
     assert f"post batch {status['details']['batch_id']}" in str(status["reason"])
     assert statuses(stack, run_id) == [5, 1, 4]
@@ -91,7 +85,7 @@ def test_a_failed_or_deleted_rebill_fails_the_run(stack: Stack, outcome: str, fi
     code, run_id, _ = run_waiting(stack, "--billing-log", billing.original_key)
 
     assert code == 1
-    status = summary(stack, run_id)
+    status = stack.run_status(run_id)
     assert status["state"] == RunState.FAILED.value
     assert status["reason_code"] == ReasonCode.BILLING_FAILED.value
     assert statuses(stack, run_id)[-1] == final
@@ -139,7 +133,7 @@ def test_native_mode_sends_one_task_with_both_actions(stack: Stack) -> None:
     counters = assert_exactly_once(stack, billing)
     [rebill] = [r for r in counters["rebills"] if r["original_key"] == billing.original_key]
     assert rebill["with_reverse_action"] is True
-    assert summary(stack, run_id)["items"]["REVERSED"] == billing.open_count  # type: ignore[index]
+    assert stack.run_status(run_id)["items"]["REVERSED"] == billing.open_count
 
 
 def test_retry_completes_a_run_once_an_injected_permanent_failure_is_lifted(stack: Stack) -> None:
@@ -149,7 +143,7 @@ def test_retry_completes_a_run_once_an_injected_permanent_failure_is_lifted(stac
     code, run_id, _ = run_waiting(stack, "--billing-log", billing.original_key)
 
     assert code == 1
-    status = summary(stack, run_id)
+    status = stack.run_status(run_id)
     assert (status["state"], status["reason_code"]) == (RunState.NEEDS_ATTENTION.value, ReasonCode.FAILED_ITEMS.value)
     assert not [r for r in stack.counters()["rebills"] if r["original_key"] == billing.original_key]
 

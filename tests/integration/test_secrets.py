@@ -30,7 +30,7 @@ class BrokerRecorder:
         return self
 
     def _listen(self) -> None:
-        with self._client.monitor() as monitor:
+        with self._client.monitor() as monitor:  # type: ignore[no-untyped-call]  # redis-py leaves monitor() unannotated
             self._monitor: Any = monitor
             self._ready.set()
             try:
@@ -94,6 +94,7 @@ def test_the_aria_auth_key_reaches_neither_the_broker_the_logs_the_output_nor_th
     container = stack.container()
     try:
         run = container.ledger.get_run(run_id)
+        assert run is not None
         stored = json.dumps([run.selection.selector, run.provider_options, run.provider_state], default=str)
         errors = "\n".join(str(item.last_error) for item in container.ledger.iter_items(run_id))
     finally:

@@ -17,10 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:  # selenium is imported where a browser starts
+    from selenium.webdriver import Chrome
+    from selenium.webdriver.remote.webelement import WebElement
 
 from orchestrator.domain.run import RunState
 from tests.support.browser import chromium, full_page_screenshot, require_chromium, send_basic_auth
@@ -64,7 +68,7 @@ def rebill_web(stack: Stack, *args: str, **env: str) -> Iterator[WebProcess]:
         text=True,
     )
     assert process.stdout is not None
-    lines = []
+    lines: list[str] = []
     while True:
         line = process.stdout.readline()
         if not line:
@@ -102,7 +106,7 @@ def web(stack: Stack, runs: Runs) -> Iterator[WebProcess]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory, web: WebProcess) -> Iterator[Any]:
+def browser(tmp_path_factory: pytest.TempPathFactory, web: WebProcess) -> Iterator[Chrome]:
     require_chromium()
     with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
         send_basic_auth(driver, USER, PASSWORD)
@@ -121,7 +125,7 @@ def failed_money(stack: Stack, run_id: str) -> str:
     return f"{total:,.2f}"
 
 
-def text_of(driver: Any, css: str) -> str:
+def text_of(driver: Chrome, css: str) -> str:
     """The element's text read in the page in one step: the live refresh may replace it any moment, and a
     found element read afterwards would be stale."""
     found = driver.execute_script("const e = document.querySelector(arguments[0]); return e && e.innerText", css)
@@ -130,15 +134,22 @@ def text_of(driver: Any, css: str) -> str:
     return str(found).strip()
 
 
-def all_text(driver: Any, css: str) -> list[str]:
+def attribute_of(element: WebElement, name: str) -> str:
+    """An attribute the page always writes (selenium reads a missing one as None)."""
+    value = element.get_attribute(name)
+    assert value is not None, f"no {name} attribute"
+    return value
+
+
+def all_text(driver: Chrome, css: str) -> list[str]:
     return [element.text for element in driver.find_elements("css selector", css)]
 
 
-def table_loaded(driver: Any) -> bool:
+def table_loaded(driver: Chrome) -> bool:
     return driver.find_element("id", "invoice-table").get_attribute("data-loaded") == "true"
 
 
-def search(driver: Any, text: str = "", outcome: str = "") -> list[str]:
+def search(driver: Chrome, text: str = "", outcome: str = "") -> list[str]:
     """Type into the invoice search, submit, and return the invoice ids shown."""
     from selenium.webdriver.support.ui import Select
 
@@ -155,7 +166,7 @@ def search(driver: Any, text: str = "", outcome: str = "") -> list[str]:
     ]
 
 
-def assert_failed_run_page(driver: Any, stack: Stack, runs: Runs) -> None:
+def assert_failed_run_page(driver: Chrome, stack: Stack, runs: Runs) -> None:
     """What the run page of the failed run must show, served or as a report."""
     assert text_of(driver, "#run-state") == RunState.NEEDS_ATTENTION.value
     assert text_of(driver, '[data-count="FAILED"]') == "3"
@@ -172,7 +183,7 @@ def assert_failed_run_page(driver: Any, stack: Stack, runs: Runs) -> None:
     assert f"rebill retry {runs.failed} --wait" in actions
     assert f"rebill cancel {runs.failed}" in actions
     assert [step.split()[0] for step in all_text(driver, "#timeline li")] == ["5"]
-    assert "tenant cap 8" in driver.find_element("id", "activity-chart").get_attribute("innerHTML")
+    assert "tenant cap 8" in attribute_of(driver.find_element("id", "activity-chart"), "innerHTML")
     wait_until(lambda: table_loaded(driver), interval=0.1)
     assert sorted(search(driver, outcome="FAILED")) == sorted([*runs.refused, runs.gave_up])
     assert search(driver, runs.gave_up) == [runs.gave_up]
@@ -185,7 +196,7 @@ def assert_failed_run_page(driver: Any, stack: Stack, runs: Runs) -> None:
 
 class TestRunsPage:
     def test_lists_runs_with_money_and_hides_dry_runs_unless_asked(
-        self, browser: Any, web: WebProcess, runs: Runs
+        self, browser: Chrome, web: WebProcess, runs: Runs
     ) -> None:
         browser.get(web.url + "/")
         shown = {
@@ -206,7 +217,7 @@ class TestRunsPage:
             row.get_attribute("data-run-id") for row in browser.find_elements("css selector", "#runs tbody tr")
         ]
 
-    def test_filters_by_state_and_links_to_the_run(self, browser: Any, web: WebProcess, runs: Runs) -> None:
+    def test_filters_by_state_and_links_to_the_run(self, browser: Chrome, web: WebProcess, runs: Runs) -> None:
         browser.get(web.url + "/?state=COMPLETED&provider=imis")
         listed = [row.get_attribute("data-run-id") for row in browser.find_elements("css selector", "#runs tbody tr")]
 
@@ -220,7 +231,7 @@ class TestRunsPage:
 
 class TestRunPage:
     def test_a_finished_run_with_failures(
-        self, browser: Any, web: WebProcess, stack: Stack, runs: Runs, tmp_path: Path
+        self, browser: Chrome, web: WebProcess, stack: Stack, runs: Runs, tmp_path: Path
     ) -> None:
         browser.get(f"{web.url}/runs/{runs.failed}")
         wait_until(lambda: table_loaded(browser), interval=0.1)
@@ -230,7 +241,7 @@ class TestRunPage:
         assert shot.stat().st_size > 10_000
         assert_failed_run_page(browser, stack, runs)
 
-    def test_progress_updates_live_without_a_reload(self, browser: Any, web: WebProcess, stack: Stack) -> None:
+    def test_progress_updates_live_without_a_reload(self, browser: Chrome, web: WebProcess, stack: Stack) -> None:
         billing = stack.seed(80)
         stack.state.faults.update(latency_ms=150)
         started = stack.cli("run", "--billing-log", billing.original_key)
@@ -270,7 +281,7 @@ class TestRunPage:
 
 class TestHtmlReport:
     def test_the_report_is_the_run_page_in_one_file(
-        self, browser: Any, stack: Stack, runs: Runs, tmp_path: Path
+        self, browser: Chrome, stack: Stack, runs: Runs, tmp_path: Path
     ) -> None:
         path = tmp_path / "report.html"
         result = stack.cli(
@@ -295,7 +306,7 @@ class TestHtmlReport:
 
 @pytest.mark.slow
 def test_a_2000_invoice_run_in_the_view_and_the_report(
-    browser: Any, web: WebProcess, stack: Stack, tmp_path: Path
+    browser: Chrome, web: WebProcess, stack: Stack, tmp_path: Path
 ) -> None:
     billing = stack.seed(2000)
     code, run_id = run_waiting(stack, "--billing-log", billing.original_key)
@@ -315,14 +326,14 @@ def test_a_2000_invoice_run_in_the_view_and_the_report(
         assert browser.find_elements("id", "no-failures")
         wait_until(lambda: table_loaded(browser), interval=0.1)
         first_page = [
-            row.get_attribute("data-item-id")
+            attribute_of(row, "data-item-id")
             for row in browser.find_elements("css selector", "#invoice-table tbody tr[data-item-id]")
         ]
         browser.execute_script("document.getElementById('invoice-table').dataset.loaded = 'false'")
         browser.find_element("id", "page-next").click()
         wait_until(lambda: table_loaded(browser), interval=0.1)
         second_page = [
-            row.get_attribute("data-item-id")
+            attribute_of(row, "data-item-id")
             for row in browser.find_elements("css selector", "#invoice-table tbody tr[data-item-id]")
         ]
         assert len(first_page) == len(second_page) == 50

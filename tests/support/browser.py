@@ -12,9 +12,12 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # selenium is imported where a browser starts
+    from selenium.webdriver import Chrome
 
 CHROMIUM_ENV = "REBILL_TEST_CHROMIUM"
 
@@ -34,7 +37,7 @@ def require_chromium() -> str:
 
 
 @contextmanager
-def chromium(profile: Path) -> Iterator[Any]:
+def chromium(profile: Path) -> Iterator[Chrome]:
     """A headless Chromium with a fresh profile, no network of its own (no sync, no updates)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -64,14 +67,14 @@ def chromium(profile: Path) -> Iterator[Any]:
         driver.quit()
 
 
-def send_basic_auth(driver: Any, user: str, password: str) -> None:
+def send_basic_auth(driver: Chrome, user: str, password: str) -> None:
     """Every request of the browser carries the credentials (as a browser does after the login prompt)."""
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
 
 
-def full_page_screenshot(driver: Any, path: Path) -> Path:
+def full_page_screenshot(driver: Chrome, path: Path) -> Path:
     """The whole page (not only the window) as a PNG."""
     metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
     size = metrics["cssContentSize"]

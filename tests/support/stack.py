@@ -8,6 +8,7 @@ and `services` (REBILL_TEST_REDIS_URL + REBILL_TEST_DATABASE_URL, when set).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from click.testing import CliRunner, Result
 
@@ -33,6 +34,25 @@ from tests.support.databases import POSTGRES_ENV, REDIS_ENV, database_url
 from tests.support.platforms import SECRET, SIMULATED, Simulated, tuning
 
 PASSWORD = SECRET  # every simulated platform's secret (the iMIS password among them)
+
+
+class StatusEventDocument(TypedDict):
+    subject: str
+    status: str
+    label: str
+    at: str
+
+
+class RunStatusDocument(TypedDict):
+    """The part of `rebill status RUN --json` tests read (written by `orchestrator.services.reports.run_summary`)."""
+
+    state: str
+    reason_code: str | None
+    reason: str | None
+    details: dict[str, Any]
+    items: dict[str, int]
+    steps: list[dict[str, str]]
+    status_history: list[StatusEventDocument]
 
 
 def stack_backends() -> list[str]:
@@ -131,6 +151,12 @@ class Stack:
         """`rebill ARGS` in this process, with the stack's settings (and `env` on top)."""
         runner = CliRunner()
         return runner.invoke(cli, list(args), env={**self.env, **(env or {})}, obj=CliState(), catch_exceptions=False)
+
+    def run_status(self, run_id: str) -> RunStatusDocument:
+        """`rebill status RUN --json`, parsed."""
+        result = self.cli("status", run_id, "--json")
+        assert result.exit_code == 0, result.output
+        return cast(RunStatusDocument, json.loads(result.output))
 
     def issued_tokens(self) -> list[str]:
         with self.state.lock:
