@@ -81,9 +81,14 @@ def _tasks_of_run(observed: Observed) -> dict[str, dict[str, Any]]:
     return {tid: task for tid, task in tasks.items() if f"run {observed.run.id[:8]}…" in str(task.get("args"))}
 
 
+def _every_task_of_run(observed: Observed) -> dict[str, dict[str, Any]] | None:
+    found = _tasks_of_run(observed)
+    return found if {t["name"] for t in found.values()} >= OUR_TASKS else None
+
+
 def test_flower_lists_the_runs_tasks_by_name_and_what_each_is_in_words(observed: Observed) -> None:
     tasks = wait_until(
-        lambda: (found := _tasks_of_run(observed)) and {t["name"] for t in found.values()} >= OUR_TASKS and found,
+        lambda: _every_task_of_run(observed),
         timeout=30,
         what="Flower has every task of the run",
     )

@@ -9,7 +9,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], *, timeout: float = 60, interval: float = 0.25, what: str = "condition") -> T:
+def wait_until(
+    check: Callable[[], T | None], *, timeout: float = 60, interval: float = 0.25, what: str = "condition"
+) -> T:
     """The first truthy value `check` returns; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
