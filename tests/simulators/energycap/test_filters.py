@@ -18,7 +18,7 @@ class Row:
     period: int
 
 
-FIELDS = (
+FIELDS: tuple[filters.FieldSpec[Row], ...] = (
     filters.FieldSpec("billId", filters.Kind.INT, filters.INT_OPERATORS, lambda r: r.bill_id),
     filters.FieldSpec("accountCode", filters.Kind.STRING, filters.ALL_OPERATORS, lambda r: r.code),
     filters.FieldSpec("accountPeriod", filters.Kind.PERIOD, filters.PERIOD_OPERATORS, lambda r: r.period),

@@ -199,7 +199,7 @@ class TestRendering:
         assert json.loads(wire.dumps({"s": "\x0095.00\x00"})) == {"s": "\x0095.00\x00"}
 
     def test_paged_json_matches_paged(self) -> None:
-        items = [{"a": 1}, {"b": Decimal("2.50")}]
+        items: list[dict[str, object]] = [{"a": 1}, {"b": Decimal("2.50")}]
         as_dicts = json.loads(wire.dumps(wire.paged(items, "T", 10, 2, 30)))
         as_bytes = json.loads(wire.paged_json([wire.dumps(i) for i in items], "T", 10, 2, 30))
         assert as_dicts == as_bytes

@@ -155,7 +155,11 @@ class TestSeeding:
     def test_voided_ones_were_rebilled_outside_any_run(self, state: SalesforceState, run: SeededRun) -> None:
         for invoice_id in (i for i, reason in run.expected.items() if reason == "not_posted"):
             invoice = state.invoice(invoice_id)
-            assert (invoice.status, invoice.balance, invoice.net_credits) == ("Voided", Decimal("0"), invoice.total_with_tax)
+            assert (invoice.status, invoice.balance, invoice.net_credits) == (
+                "Voided",
+                Decimal("0"),
+                invoice.total_with_tax,
+            )
             rebills = [
                 other
                 for other in state.invoices_on_schedule(schedules_of(invoice)[0])
