@@ -69,12 +69,18 @@ def test_alert_rules_pass_promtool() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+class CaseKeepingParser(configparser.ConfigParser):
+    """Keys as written (Restart, not restart)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 @pytest.mark.parametrize("unit", sorted(p.name for p in (OPS / "systemd").glob("*.service")))
 def test_systemd_units_restart_a_rebill_command_forever(unit: str) -> None:
     from orchestrator.entrypoints.cli.main import cli
 
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
-    parser.optionxform = str  # keys as written (Restart, not restart)
+    parser = CaseKeepingParser(interpolation=None, strict=True)
     parser.read_string((OPS / "systemd" / unit).read_text())
     service = parser["Service"]
     assert (service["Restart"], parser["Unit"]["StartLimitIntervalSec"]) == ("always", "0")

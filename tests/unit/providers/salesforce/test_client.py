@@ -297,7 +297,8 @@ class TestSessionsAndSecrets:
 
 class TestUsage:
     def test_latest_usage_from_any_reply(self, client: SalesforceClient, org: FakeOrg) -> None:
-        assert client.usage is None
+        before_any_reply = client.usage  # asserted by name: mypy would keep `client.usage` None past the calls
+        assert before_any_reply is None
         org.route("GET", f"{DATA}/query", reply(200, {"totalSize": 1, "done": True, "records": []}, "api-usage=10/100"))
         client.count(count(INVOICE))
         assert client.usage == ApiUsage(used=10, allocation=100)
