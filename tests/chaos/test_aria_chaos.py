@@ -122,7 +122,8 @@ def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: Kil
         stderr=subprocess.STDOUT,
         text=True,
     )
-    run_id = waiting.stdout.readline().strip()  # type: ignore[union-attr]
+    assert waiting.stdout is not None
+    run_id = waiting.stdout.readline().strip()
     wait_until_rebilled(run.state, run.seeded, len(run.seeded.eligible) // 3)
 
     broker.kill()

@@ -85,7 +85,8 @@ def waited_through_broker_loss(stack: Stack, broker: KillableRedis, args: list[s
         stderr=subprocess.STDOUT,
         text=True,
     )
-    run_id = waiting.stdout.readline().strip()  # type: ignore[union-attr]
+    assert waiting.stdout is not None
+    run_id = waiting.stdout.readline().strip()
     wait_until(stack, run_id, reversed_at_least(eligible // 3))
 
     broker.kill()
@@ -211,7 +212,9 @@ def test_the_coordinator_killed_mid_planning_resumes_without_duplicate_rows(chao
 
     chaos.workers[-1].kill()
     container = chaos.container()
-    planned_when_killed = container.ledger.get_run(run_id).invoice_count  # type: ignore[union-attr]
+    run_at_kill = container.ledger.get_run(run_id)
+    assert run_at_kill is not None
+    planned_when_killed = run_at_kill.invoice_count
     container.close()
     assert planned_when_killed < len(billing.invoice_ids)
     chaos.start_worker()
@@ -374,7 +377,9 @@ def test_the_broker_restarted_while_rebilling_or_polling(chaos: Stack, broker: K
 
     broker.kill()
     container = chaos.container()
-    state_when_killed = container.ledger.get_run(run_id).state  # type: ignore[union-attr]
+    run_at_kill = container.ledger.get_run(run_id)
+    assert run_at_kill is not None
+    state_when_killed = run_at_kill.state
     container.close()
     time.sleep(4.0)
     broker.start()

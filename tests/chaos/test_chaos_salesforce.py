@@ -70,7 +70,8 @@ def test_the_broker_killed_and_restarted_empty_mid_run(chaos: Stack, broker: Kil
         stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
-    run_id = waiting.stdout.readline().strip()  # type: ignore[union-attr]
+    assert waiting.stdout is not None
+    run_id = waiting.stdout.readline().strip()
     third = len(seeded.eligible_ids) // 3
     wait_until(chaos, run_id, lambda _run, counts: counts.get(ItemState.REVERSED, 0) >= third)
 

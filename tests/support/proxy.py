@@ -79,7 +79,9 @@ class TcpProxy:
         try:
             while True:
                 for key, _ in selector.select(timeout=1.0):
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    source = key.fileobj
+                    assert isinstance(source, socket.socket)  # only the two sockets are registered
+                    data = source.recv(65536)
                     if not data:
                         return
                     key.data.sendall(data)

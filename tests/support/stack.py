@@ -96,7 +96,8 @@ class Stack:
     @property
     def state(self) -> ImisState:
         """The iMIS simulator's state (most scenarios run on iMIS)."""
-        return self.platforms["imis"].state  # type: ignore[no-any-return]
+        state: ImisState = self.platforms["imis"].state
+        return state
 
     def platform(self, name: str) -> Any:
         """Another platform's simulator state."""
