@@ -140,7 +140,7 @@ class TestQuery:
             sobject: SObject[InvoiceRecord] = INVOICE
 
         with pytest.raises(ProviderRefused) as refused:
-            list(client.query(Written(soql)))  # type: ignore[arg-type]
+            list(client.query(Written(soql)))  # type: ignore[arg-type]  # a stand-in for a Query, on purpose
         assert code in str(refused.value)
 
 

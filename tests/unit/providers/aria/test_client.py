@@ -217,7 +217,7 @@ class TestSecrets:
             AriaClient(
                 base_url=BASE_URL,
                 client_no=1,
-                auth_key=AUTH_KEY,  # type: ignore[arg-type]
+                auth_key=AUTH_KEY,  # type: ignore[arg-type]  # a plain string on purpose
                 transport=httpx.MockTransport(Script()),
                 timeout=httpx.Timeout(5),
             )

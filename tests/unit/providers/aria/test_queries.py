@@ -50,4 +50,4 @@ def test_a_query_is_immutable() -> None:
 )
 def test_anything_else_is_refused(key: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        InvoiceQuery().where(key, value)  # type: ignore[arg-type]
+        InvoiceQuery().where(key, value)  # type: ignore[arg-type]  # ill-typed on purpose: refused at run time too

@@ -47,7 +47,7 @@ class TestConstruction:
         with pytest.raises(TypeError, match="SecretStr"):
             EnergyCapClient(
                 base_url=BASE_URL,
-                api_key=KEY,  # type: ignore[arg-type]
+                api_key=KEY,  # type: ignore[arg-type]  # a plain string on purpose
                 transport=httpx.MockTransport(lambda r: reply([])),
                 timeout=httpx.Timeout(5),
             )

@@ -484,7 +484,9 @@ class TestReverse:
             {"code": code, "endpoint": "v202510", "ids": [bill_id(i) for i in chunk], "selected": 20, "updated": 20}
         ]
         assert counters["batches"] == {code: 1}
-        assert state.batch_by_code(code).note == RUN_ID  # type: ignore[union-attr]
+        batch = state.batch_by_code(code)
+        assert batch is not None
+        assert batch.note == RUN_ID
         for item in chunk:
             outcome = outcomes[item.id]
             assert (outcome.state, outcome.reason, outcome.settled_by_read) == (

@@ -81,7 +81,7 @@ class TestConstruction:
             ImisClient(
                 base_url=BASE_URL,
                 username=USERNAME,
-                password=PASSWORD,  # type: ignore[arg-type]
+                password=PASSWORD,  # type: ignore[arg-type]  # a plain string on purpose
                 transport=httpx.MockTransport(_unused),
                 timeout=httpx.Timeout(5),
             )

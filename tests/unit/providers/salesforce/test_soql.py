@@ -22,6 +22,7 @@ from orchestrator.adapters.providers.salesforce.soql import (
     quote,
     select,
 )
+from orchestrator.adapters.providers.salesforce.wire import Record
 
 RUN = "7Bk5g00000000aAAAA"
 
@@ -67,7 +68,7 @@ RUN = "7Bk5g00000000aAAAA"
         (select(INVOICE, "Id").limit(0), "SELECT Id FROM Invoice LIMIT 0"),
     ],
 )
-def test_writes_the_subset(query: Query[object], soql: str) -> None:  # type: ignore[type-var]
+def test_writes_the_subset(query: Query[Record], soql: str) -> None:
     assert query.soql == soql
     assert str(query) == soql
 
@@ -117,7 +118,7 @@ def test_a_value_cannot_leave_its_literal() -> None:
         lambda: gt("Balance", None),  # type: ignore[arg-type]  # null only with = and !=, at run time too
         lambda: is_in("Id", []),
         lambda: is_in("Id", [f"3tt{i}" for i in range(201)]),
-        lambda: is_in("Id", ["a", None]),  # type: ignore[list-item]
+        lambda: is_in("Id", ["a", None]),  # type: ignore[list-item]  # null in a list, on purpose: refused at run time
         lambda: select(INVOICE, "Id").limit(-1),
     ],
 )
