@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -57,7 +57,7 @@ def test_json_lines_carry_the_bound_ids(stream: io.StringIO) -> None:
         lambda log: log.info("flower auth ops:flower-pw"),
     ],
 )
-def test_secrets_never_reach_a_line(stream: io.StringIO, emit) -> None:  # type: ignore[no-untyped-def]
+def test_secrets_never_reach_a_line(stream: io.StringIO, emit: Callable[[logging.Logger], None]) -> None:
     emit(logging.getLogger("rebill.test"))
 
     written = stream.getvalue()

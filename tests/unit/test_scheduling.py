@@ -272,7 +272,7 @@ def test_a_duplicate_firing_that_finds_its_own_slots_run_reports_it_started(
     def racing(slot: str) -> str | None:
         return next(calls, real_run_for_slot(slot))
 
-    firings.run_for_slot = racing  # type: ignore[method-assign]
+    firings.run_for_slot = racing  # type: ignore[method-assign]  # the race, staged on this one instance
 
     # When this firing then finds the billing taken
     again = fire(ctx, firings, options)
