@@ -21,6 +21,7 @@ from simulators.aria.state import (
     HistoryRequest,
     Invoice,
     InvoiceQuery,
+    QueryKey,
     RebillLine,
     RebillRequest,
     cents,
@@ -128,7 +129,8 @@ class TestRebill:
     def test_a_line_left_out_is_not_rebilled_and_marked_excluded(self, state: AriaState, open_invoice: Invoice) -> None:
         kept = charge_lines(open_invoice)[:1]
         result = state.gen_rb_m(rebill_of(open_invoice, kept))
-        rebill = state.invoices[result.invoice_no]  # type: ignore[index]
+        assert result.invoice_no is not None
+        rebill = state.invoices[result.invoice_no]
         assert [line.service for line in rebill.lines if not line.service.is_tax] == [open_invoice.lines[0].service]
         excluded = [line.line_no for line in open_invoice.lines if line.rb_excluded]
         assert excluded == [line.line_no for line in open_invoice.lines[1:] if not line.service.is_tax]
@@ -218,7 +220,9 @@ class TestRebill:
 
     def test_a_wrong_service_is_1016(self, state: AriaState, open_invoice: Invoice) -> None:
         lines = charge_lines(open_invoice)
-        lines[0] = replace(lines[0], service_no=lines[0].service_no + 1)  # type: ignore[operator]
+        service_no = lines[0].service_no
+        assert service_no is not None
+        lines[0] = replace(lines[0], service_no=service_no + 1)
         refused(ErrorCode.INVALID_INPUT, state.gen_rb_m, rebill_of(open_invoice, lines))
 
 
@@ -304,13 +308,13 @@ class TestQuery:
         assert state.query_invoices(InvoiceQuery(self.RUN), 0, None) == ([], len(run.invoice_nos))
 
     @pytest.mark.parametrize("key", ["acct_no", "invoice_no", "client_acct_id"])
-    def test_each_key_selects_like_a_full_scan(self, state: AriaState, run: SeededRun, key: str) -> None:
+    def test_each_key_selects_like_a_full_scan(self, state: AriaState, run: SeededRun, key: QueryKey) -> None:
         invoice = state.invoices[run.eligible[3]]
         value = {"acct_no": invoice.account.acct_no, "invoice_no": invoice.invoice_no}.get(
             key, invoice.account.client_acct_id
         )
         for negated in (False, True):
-            condition = Condition(key, value, negated)  # type: ignore[arg-type]
+            condition = Condition(key, value, negated)
             page, total = state.query_invoices(InvoiceQuery((condition,)), 0, 10_000)
             expected = [
                 i.invoice_no for i in sorted(state.invoices.values(), key=lambda i: i.invoice_no) if condition(i)
@@ -337,7 +341,8 @@ class TestHistory:
         rows = state.history(HistoryRequest(AccountRef(client_acct_id=open_invoice.account.client_acct_id)))
         by_no = {row.invoice_no: row for row in rows}
         assert by_no[open_invoice.invoice_no].rb_no == result.invoice_no
-        assert by_no[result.invoice_no].orig_invoice_no == open_invoice.invoice_no  # type: ignore[index]
+        assert result.invoice_no is not None
+        assert by_no[result.invoice_no].orig_invoice_no == open_invoice.invoice_no
         only_rebilled = state.history(HistoryRequest(AccountRef(open_invoice.account.acct_no), rb_option=2))
         assert [row.invoice_no for row in only_rebilled] == [open_invoice.invoice_no]
         originals = state.history(HistoryRequest(AccountRef(open_invoice.account.acct_no), rb_option=1))

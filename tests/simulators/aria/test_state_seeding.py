@@ -75,7 +75,7 @@ class TestMix:
         line_nos = [[line.line_no for line in i.lines] for i in invoices]
         assert all(numbers == list(range(1, len(numbers) + 1)) for numbers in line_nos)
         rates = [line.rate_per_unit for i in invoices for line in i.lines if not line.service.is_tax]
-        assert any(-rate.as_tuple().exponent == 3 for rate in rates)  # type: ignore[operator]
+        assert any(rate.as_tuple().exponent == -3 for rate in rates)
         taxed = [i for i in invoices if i.tax_rate is not None]
         assert 0 < len(taxed) < len(invoices)
         for invoice in taxed:

@@ -33,7 +33,7 @@ class Clock:
 def reverse(
     ids: Sequence[int], code: str = "RB-TEST-0001", note: str | None = "run-1", **extra: object
 ) -> ReverseRequest:
-    return ReverseRequest(tuple(ids), extra.pop("mode", SELF_CONTAINED), code, note, **extra)  # type: ignore[arg-type]
+    return ReverseRequest(tuple(ids), extra.pop("mode", SELF_CONTAINED), code, note, **extra)  # type: ignore[arg-type]  # ill-typed on purpose: refused as on the wire
 
 
 def b64(text: str) -> str:
@@ -49,7 +49,7 @@ def import_request(csv_text: str, code: str = "RB-TEST-I1", **changes: object) -
         "note": "run-1",
     }
     fields.update(changes)
-    return ImportRequest(**fields)  # type: ignore[arg-type]
+    return ImportRequest(**fields)  # type: ignore[arg-type]  # ill-typed on purpose: refused as on the wire
 
 
 def csv_of(*rows: str, header: str = HEADER) -> str:

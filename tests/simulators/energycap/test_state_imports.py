@@ -216,7 +216,7 @@ class TestRefusedImports:
     def test_refused_with_nothing_made(
         self, state: EnergyCapState, account: str, changes: dict[str, object], why: str
     ) -> None:
-        request = dataclasses.replace(import_request(csv_of(good_row())), **changes)  # type: ignore[arg-type]
+        request = dataclasses.replace(import_request(csv_of(good_row())), **changes)  # type: ignore[arg-type]  # ill-typed on purpose: refused as on the wire
         with pytest.raises(SimError, match=why):
             state.import_bills(request)
         assert (state.tasks, state.batches) == ({}, {})

@@ -108,7 +108,7 @@ class TestReverse:
     ) -> None:
         if changes.get("bill_ids") == "unknown":
             changes["bill_ids"] = (*seeded.eligible_ids[:3], 999_999)
-        request = dataclasses.replace(reverse(seeded.eligible_ids[:3]), **changes)  # type: ignore[arg-type]
+        request = dataclasses.replace(reverse(seeded.eligible_ids[:3]), **changes)  # type: ignore[arg-type]  # ill-typed on purpose: refused as on the wire
         before = fingerprint(state)
         with pytest.raises(SimError, match=why) as raised:
             state.reverse_bills(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -16,8 +17,24 @@ from simulators.imis.state import ImisState
 WHEN = datetime(2026, 4, 23)
 
 
-def act(invoice_id: str, **fields: object) -> InvoiceAction:
-    return InvoiceAction(invoice_id=invoice_id, adjustment_date=WHEN, **fields)  # type: ignore[arg-type]
+class ActionChanges(TypedDict, total=False):
+    """What a test sets in the action `act` writes."""
+
+    reason: str | None
+    lines: tuple[LineAdjustment, ...]
+    original_shipping: Decimal | None
+    new_shipping: Decimal | None
+    original_handling: Decimal | None
+    new_handling: Decimal | None
+    refund_amount: Decimal | None
+    payment_method_id: str | None
+    scheduled_payment_id: str | None
+    reverse_all: bool | None
+    new_bill_to_id: str | None
+
+
+def act(invoice_id: str, **changes: Unpack[ActionChanges]) -> InvoiceAction:
+    return InvoiceAction(invoice_id=invoice_id, adjustment_date=WHEN, **changes)
 
 
 @pytest.fixture

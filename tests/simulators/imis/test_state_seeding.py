@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Literal
 
 import pytest
 
@@ -200,9 +201,9 @@ class TestSeedExamples:
         ("kind", "method", "source"), [("accrual", ACCRUAL, Source.DUES), ("order", CASH, Source.ORDER)]
     )
     def test_8158_can_be_another_kind_of_invoice(
-        self, state: ImisState, kind: str, method: int, source: Source
+        self, state: ImisState, kind: Literal["accrual", "order"], method: int, source: Source
     ) -> None:
-        state.seed_examples(invoice_8158=kind)  # type: ignore[arg-type]
+        state.seed_examples(invoice_8158=kind)
         invoice = state.invoice("8158")
         assert (invoice.accounting_method, invoice.source) == (method, source)
 

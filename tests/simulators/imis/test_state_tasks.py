@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -23,17 +25,26 @@ def statuses(state: ImisState, key: str) -> list[int]:
     return [status for status, _ in state.billing_log_history(key)]
 
 
-def generation(seeded: SeededBilling, **changes: object) -> BillGeneration:
-    fields: dict[str, object] = {
-        "cycle_name": seeded.cycle_name,
-        "effective_date": datetime(2025, 9, 1, tzinfo=UTC),
-        "run_name": "Rebill",
-        "billing_log_key": PROGRESS_KEY,
-        "original_key": seeded.original_key,
-        "auto_post": True,
-    }
-    fields.update(changes)
-    return BillGeneration(**fields)  # type: ignore[arg-type]
+class GenerationChanges(TypedDict, total=False):
+    """What a test changes in the bill generation `generation` writes."""
+
+    cycle_name: str
+    billing_log_key: str | None
+    party_id: str | None
+    original_key: str | None
+    auto_post: bool
+
+
+def generation(seeded: SeededBilling, **changes: Unpack[GenerationChanges]) -> BillGeneration:
+    written = BillGeneration(
+        cycle_name=seeded.cycle_name,
+        effective_date=datetime(2025, 9, 1, tzinfo=UTC),
+        run_name="Rebill",
+        billing_log_key=PROGRESS_KEY,
+        original_key=seeded.original_key,
+        auto_post=True,
+    )
+    return replace(written, **changes)
 
 
 def new_invoices(state: ImisState, log_key: str) -> dict[str, Decimal]:

@@ -6,8 +6,12 @@ The clock is moved by hand (`clock.advance`), so every intermediate status of a 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
+from functools import partial
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -27,25 +31,31 @@ PREFIX = "/services/data/v62.0"
 DAY = date(2025, 12, 1)
 
 
-def generate(schedule_ids: list[str], **fields: object) -> GenerateRequest:
-    values: dict[str, object] = {
-        "billing_schedule_ids": tuple(schedule_ids),
-        "action": "Posted",
-        "invoice_date": DAY,
-        "target_date": DAY,
-        "correlation_id": "run-1/generate/0001",
-    }
-    values.update(fields)
-    return GenerateRequest(**values)  # type: ignore[arg-type]
+class GenerateChanges(TypedDict, total=False):
+    """What a test changes in the request `generate` writes."""
+
+    action: str
+    correlation_id: str | None
+
+
+def generate(schedule_ids: list[str], **changes: Unpack[GenerateChanges]) -> GenerateRequest:
+    written = GenerateRequest(
+        billing_schedule_ids=tuple(schedule_ids),
+        action="Posted",
+        invoice_date=DAY,
+        target_date=DAY,
+        correlation_id="run-1/generate/0001",
+    )
+    return replace(written, **changes)
 
 
 def schedules_of(invoice: Invoice) -> list[str]:
     return [line.schedule_id for line in invoice.lines]
 
 
-def refusal(call: object) -> SalesforceError:
+def refusal(call: Callable[[], object]) -> SalesforceError:
     with pytest.raises(SalesforceError) as refused:
-        call()  # type: ignore[operator]
+        call()
     return refused.value
 
 
@@ -146,11 +156,14 @@ class TestSeeding:
             if other.batch_run_id == run.other_run_ids[0]
         ]
         assert older
+        run_posted = state.invoice(run.invoice_ids[0]).posted_date
+        assert run_posted is not None
         for invoice in older:
             assert invoice.status == "Posted"
             assert invoice.balance == 0
             assert invoice.net_payments == invoice.total_with_tax
-            assert invoice.posted_date < state.invoice(run.invoice_ids[0]).posted_date  # type: ignore[operator]
+            assert invoice.posted_date is not None
+            assert invoice.posted_date < run_posted
 
     def test_voided_ones_were_rebilled_outside_any_run(self, state: SalesforceState, run: SeededRun) -> None:
         for invoice_id in (i for i, reason in run.expected.items() if reason == "not_posted"):
@@ -305,7 +318,7 @@ class TestGenerate:
         ],
     )
     def test_whole_call_refusals_apply_nothing(
-        self, state: SalesforceState, clock: FakeClock, run: SeededRun, ids: list[str] | None, fields: dict[str, object]
+        self, state: SalesforceState, clock: FakeClock, run: SeededRun, ids: list[str] | None, fields: GenerateChanges
     ) -> None:
         invoice = voided(state, clock, run)
         named = schedules_of(invoice)
@@ -488,7 +501,7 @@ class TestQuery:
         locator = page.next_locator or ""
         cursor = locator.rpartition("-")[0]
         for bad in (f"{cursor}-0", f"{cursor}-99999", f"{cursor}-x", "01g5g0000000000AAA-10", "nonsense"):
-            assert refusal(lambda bad=bad: state.query_more(bad)).error_code == "INVALID_QUERY_LOCATOR"
+            assert refusal(partial(state.query_more, bad)).error_code == "INVALID_QUERY_LOCATOR"
         assert state.query_more(locator).records
         assert state.expire_locators() == 1
         assert refusal(lambda: state.query_more(locator)).error_code == "INVALID_QUERY_LOCATOR"
