@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from click.testing import CliRunner, Result
 
@@ -41,6 +42,7 @@ class StatusEventDocument(TypedDict):
     status: str
     label: str
     at: str
+    note: NotRequired[str]
 
 
 class RunStatusDocument(TypedDict):
@@ -157,7 +159,7 @@ class Stack:
         """`rebill status RUN --json`, parsed."""
         result = self.cli("status", run_id, "--json")
         assert result.exit_code == 0, result.output
-        return cast(RunStatusDocument, json.loads(result.output))
+        return cast(RunStatusDocument, json.loads(result.output, parse_float=Decimal))
 
     def issued_tokens(self) -> list[str]:
         with self.state.lock:
