@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ops.bench import harness
-from ops.bench.contenders import Measured, bare_loop, orchestrator, orchestrator_env, run_times, sequential
+from ops.bench.contenders import bare_loop, orchestrator, orchestrator_env, run_times, sequential
+from ops.bench.harness import Measured, show
 
 CALLS_PER_INVOICE = 2  # CanCashInvoiceBeReversed + ProcessCashReversal
 
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=os.environ.get("REBILL_BENCH_REDIS_URL"))
     parser.add_argument("--database-url", default=os.environ.get("REBILL_BENCH_DATABASE_URL"))
     parser.add_argument("--profile", type=Path, help="py-spy the workers (collapsed stacks into this folder)")
+    parser.add_argument(
+        "--quiet-below", type=float, help="wait for the load average under this before each measurement"
+    )
     parser.add_argument("--json", type=Path, help="where to write the results (default .rebill/bench/)")
     args = parser.parse_args(argv)
     if args.invoices is None:
@@ -87,7 +91,8 @@ def _contest(
 ) -> list[dict[str, Any]]:
     """The contenders on one billing size, latency and cap, each on a billing of its own."""
     rows: list[dict[str, Any]] = []
-    print(f"\n== {invoices} invoices, {latency:g} ms latency, cap {cap} ==", flush=True)
+    load = harness.wait_until_quiet(args.quiet_below)
+    print(f"\n== {invoices} invoices, {latency:g} ms latency, cap {cap} (load average {load:.2f}) ==", flush=True)
     with harness.simulator(invoices=invoices, latency_ms=latency, seed=11) as sim:
         results: list[Measured] = []
         seed = 100
@@ -95,12 +100,12 @@ def _contest(
             billing = sim.seed(invoices, seed)
             seed += 1
             results.append(bare_loop(sim, list(billing["open_invoice_ids"]), cap))
-            _show(results[-1])
+            show(results[-1])
         if "sequential" in args.only:
             billing = sim.seed(invoices, seed)
             seed += 1
             results.append(sequential(sim, list(billing["open_invoice_ids"]), max_seconds=args.sequential_seconds))
-            _show(results[-1])
+            show(results[-1])
         if "orchestrator" in args.only:
             for threads in args.threads:
                 billing = sim.seed(invoices, seed)
@@ -119,7 +124,7 @@ def _contest(
                     profile=args.profile / f"{latency:g}ms-{invoices}-{threads}t" if args.profile else None,
                 )
                 results.append(measured)
-                _show(measured)
+                show(measured)
     bare = next((r for r in results if r.name.startswith("bare")), None)
     seq = next((r for r in results if r.name.startswith("sequential")), None)
     limit = theoretical(cap, latency)
@@ -146,34 +151,25 @@ def _contest(
                     else None
                 ),
                 "reversals_seen_by_simulator": result.reversals,
+                "load_average_before": round(load, 2),
                 **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.extra.items()},
             }
         )
     return rows
 
 
-def _show(result: Measured) -> None:
-    extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.extra.items())
-    print(
-        f"  {result.name:22} {result.invoices:6} invoices in {result.seconds:7.2f} s = {result.per_second:7.1f}/s, "
-        f"peak in flight {result.peak_in_flight}, CPU {result.cpu_ms_per_invoice:.3f} ms/invoice"
-        + (f"; {extra}" if extra else ""),
-        flush=True,
-    )
-
-
 def coordinator_memory(args: argparse.Namespace, backends: harness.Backends) -> list[dict[str, Any]]:
     """Plan billings of each size in a process of its own; its peak RSS is the coordinator's."""
     from orchestrator.bootstrap import Container
-    from orchestrator.config import load_settings
     from orchestrator.services import planning
 
     rows = []
     for size in args.plan_sizes:
-        print(f"\n== coordinator alone: planning {size} invoices ==", flush=True)
+        load = harness.wait_until_quiet(args.quiet_below)
+        print(f"\n== coordinator alone: planning {size} invoices (load average {load:.2f}) ==", flush=True)
         with harness.simulator(invoices=size, latency_ms=0, seed=21) as sim, backends.ledger_url() as ledger_url:
             env = orchestrator_env(sim, backends, ledger_url, cap=args.cap[0], threads=1)
-            settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
+            settings = harness.settings_from_env(env)
             container = Container(settings)
             try:
                 run = planning.start_run(
@@ -199,7 +195,8 @@ def coordinator_memory(args: argparse.Namespace, backends: harness.Backends) -> 
             f"({result['rss_before_planning_mib']:.1f} before planning)",
             flush=True,
         )
-        rows.append({"invoices": size, **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}})
+        rounded = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}
+        rows.append({"invoices": size, "load_average_before": round(load, 2), **rounded})
     return rows
 
 
@@ -219,14 +216,14 @@ def _drop_queue(container: Any, queue: str) -> None:
 def first_reversal(args: argparse.Namespace, backends: harness.Backends) -> dict[str, Any]:
     """Start a large run with a worker; seconds from the start until its first reversal is sent."""
     from orchestrator.bootstrap import Container
-    from orchestrator.config import load_settings
     from orchestrator.services import planning, runs
 
     size = args.first_reversal_invoices
-    print(f"\n== first reversal of a {size}-invoice run (50 ms latency) ==", flush=True)
+    load = harness.wait_until_quiet(args.quiet_below)
+    print(f"\n== first reversal of a {size}-invoice run (50 ms latency, load average {load:.2f}) ==", flush=True)
     with harness.simulator(invoices=size, latency_ms=50, seed=31) as sim, backends.ledger_url() as ledger_url:
         env = orchestrator_env(sim, backends, ledger_url, cap=args.cap[0], threads=args.threads[0])
-        settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
+        settings = harness.settings_from_env(env)
         container = Container(settings)
         container.ledger  # noqa: B018 - migrated before the worker starts
         worker = harness.start_worker(env, threads=args.threads[0], log=backends.workdir / "first-reversal.log")
@@ -258,6 +255,7 @@ def first_reversal(args: argparse.Namespace, backends: harness.Backends) -> dict
         "invoices": size,
         "first_reversal_seconds": round(seconds, 3),
         "planned_when_cancelled": planned.invoice_count if planned else None,
+        "load_average_before": round(load, 2),
     }
 
 
@@ -270,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {
         "machine": info,
         "backends": backends.describe(),
+        "commit": harness.commit(),
         "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items() if k != "json"},
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_before": round(harness.load_average(), 2),

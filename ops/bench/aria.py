@@ -9,30 +9,26 @@ itself (object-query pages, and the history of accounts whose headers leave the 
 claims each with a lease, keeps a ledger row per invoice and holds the tenant limit in Redis.
 
     python -m ops.bench.aria                       # 2,000 and 20,000 invoices at 50 ms and 0 ms
-    python -m ops.bench.aria --invoices 2000 --latency-ms 50 --cap 8 --threads 16
+    python -m ops.bench.aria --invoices 2000 --latency-ms 50 --cap 8 --threads 16 --quiet-below 1.2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import json
-import math
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ops.bench import harness
-from ops.bench.contenders import Measured, run_times
-from orchestrator.adapters.broker import embedded
+from ops.bench.contenders import run_times
+from ops.bench.harness import Measured
 from orchestrator.adapters.providers.aria.client import CORE_PATH, OBJECT_QUERY_PATH
 from orchestrator.adapters.providers.aria.corrections import load_corrections, rebill_lines
 from orchestrator.adapters.providers.aria.queries import one_invoice
@@ -45,18 +41,6 @@ REASON_CODE = 2
 CORRECTIONS = harness.ROOT / "ops" / "demo" / "aria-corrections.csv"
 CALLS_PER_INVOICE = 3  # header, lines, gen_rb_m
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ops.bench.aria", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--invoices", type=harness.ints, default=[2000, 20000], help="bill-run sizes")
-    parser.add_argument("--latency-ms", type=harness.floats, default=[50.0, 0.0], help="simulator latency per call")
-    parser.add_argument("--cap", type=harness.ints, default=[8], help="REBILL_ARIA_MAX_CONCURRENCY and the loop's")
-    parser.add_argument("--threads", type=int, default=16, help="worker threads")
-    parser.add_argument("--redis-url", default=None, help="Redis (default: the embedded one)")
-    parser.add_argument("--database-url", default=None, help="the ledger (default: SQLite)")
-    parser.add_argument("--json", type=Path, help="where to write the results (default .rebill/bench/)")
-    return parser.parse_args(argv)
 
 
 # --- the simulator ---------------------------------------------------------------------------------
@@ -165,157 +149,76 @@ async def _bare(url: str, accounts: list[list[int]], cap: int) -> None:
 
 
 def orchestrator(
-    sim: AriaSimulator, backends: harness.Backends, bill_date: str, eligible: int, *, cap: int, threads: int
+    sim: AriaSimulator,
+    backends: harness.Backends,
+    bill_date: str,
+    eligible: int,
+    *,
+    cap: int,
+    threads: int,
+    profile: Path | None = None,
 ) -> Measured:
-    from orchestrator.bootstrap import Container
-    from orchestrator.config import load_settings
-    from orchestrator.domain.run import OPEN_ITEM_STATES, ItemState
-    from orchestrator.services import planning
+    from orchestrator.domain.run import ItemState
 
     workdir = backends.workdir / f"aria-{time.time_ns()}"
     workdir.mkdir(parents=True)
-    with backends.ledger_url() as ledger_url:
-        env = {
-            "REBILL_ARIA_BASE_URL": sim.url,
-            "REBILL_ARIA_CLIENT_NO": str(CLIENT_NO),
-            "REBILL_ARIA_AUTH_KEY": AUTH_KEY,
-            "REBILL_ARIA_MAX_CONCURRENCY": str(cap),
-            "REBILL_WORKER_CONCURRENCY": str(threads),
-            "REBILL_DATA_DIR": str(backends.workdir / "data"),
-            "REBILL_DATABASE_URL": ledger_url,
-            "REBILL_QUEUE": f"rebill-bench-{time.time_ns()}",
-        }
-        if backends.redis_url:
-            env["REBILL_BROKER_URL"] = backends.redis_url
-        container = Container(load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()}))
-        container.ledger  # noqa: B018 - migrate before the worker starts, so they do not race for it
-        worker = harness.start_worker(env, threads=threads, log=workdir / "worker.log")
-        try:
-            worker.wait_ready()
+    tenant = {
+        "REBILL_ARIA_BASE_URL": sim.url,
+        "REBILL_ARIA_CLIENT_NO": str(CLIENT_NO),
+        "REBILL_ARIA_AUTH_KEY": AUTH_KEY,
+        "REBILL_ARIA_MAX_CONCURRENCY": str(cap),
+    }
+    with harness.orchestrator(backends, tenant, threads=threads, workdir=workdir) as ours:
+        with harness.profiling([w.pid for w in ours.workers], profile):
             sim.reset_counters()
-            cpu_before = harness.cpu_seconds(worker.pid)
+            cpu_before = ours.cpu_seconds()
             started = time.perf_counter()
-            run = planning.start_run(
-                container.context,
-                "aria",
-                {"bill_date": bill_date},
-                container.settings.run_options(),
-                provider_options={"corrections": str(CORRECTIONS), "reason_code": REASON_CODE},
+            run = ours.start_run(
+                "aria", {"bill_date": bill_date}, {"corrections": str(CORRECTIONS), "reason_code": REASON_CODE}
             )
-            ledger = container.ledger
-            deadline = time.monotonic() + 3600
-            while True:
-                current = ledger.get_run(run.id)
-                assert current is not None
-                counts = ledger.item_counts(run.id)
-                if current.planned and not any(counts.get(state, 0) for state in OPEN_ITEM_STATES):
-                    break
-                if current.state.is_final or time.monotonic() > deadline:
-                    raise RuntimeError(f"run {run.id} stopped as {current.state.value}: {current.reason}")
-                time.sleep(0.05)
+            counts = ours.wait_settled(run.id)
             wall = time.perf_counter() - started
-            cpu = harness.cpu_seconds(worker.pid) - cpu_before
-            counters = sim.counters()
-            rebilled = counts.get(ItemState.REVERSED, 0)
-            if rebilled != eligible or counts.get(ItemState.FAILED, 0) or counters["duplicate_attempts"]:
-                raise RuntimeError(f"not every eligible invoice was rebilled exactly once: {counts}, {counters}")
-            times = run_times(ledger, run.id, write="gen_rb_m")
-            settled = (times.last_settled_at - times.created_at).total_seconds() if times.last_settled_at else wall
-            return Measured(
-                "orchestrator",
-                rebilled,
-                settled,
-                cpu,
-                counters["peak_concurrency"],
-                counters["rebills_total"],
-                {
-                    "worker_peak_rss_mib": harness.peak_rss_mib(worker.pid),
-                    "requests": sum(counters["requests"].values()),
-                },
-            )
-        finally:
-            worker.stop()
-            container.close()
+            cpu = ours.cpu_seconds() - cpu_before
+        counters = sim.counters()
+        rebilled = counts.get(ItemState.REVERSED, 0)
+        if rebilled != eligible or counts.get(ItemState.FAILED, 0) or counters["duplicate_attempts"]:
+            raise RuntimeError(f"not every eligible invoice was rebilled exactly once: {counts}, {counters}")
+        times = run_times(ours.container.ledger, run.id, write="gen_rb_m")
+        settled = (times.last_settled_at - times.created_at).total_seconds() if times.last_settled_at else wall
+        return Measured(
+            "orchestrator",
+            rebilled,
+            settled,
+            cpu,
+            counters["peak_concurrency"],
+            counters["rebills_total"],
+            {"worker_peak_rss_mib": ours.peak_rss_mib(), "requests": sum(counters["requests"].values())},
+        )
 
 
 # --- the matrix ------------------------------------------------------------------------------------
 
 
 def contest(
-    backends: harness.Backends, *, latency: float, invoices: int, cap: int, threads: int
-) -> list[dict[str, Any]]:
-    print(f"\n== Aria: {invoices} invoices, {latency:g} ms latency, cap {cap} ==", flush=True)
+    backends: harness.Backends, latency: float, invoices: int, cap: int, args: argparse.Namespace
+) -> tuple[Measured, Measured]:
+    """Each on a bill run of its own (a bill date each) in one simulator."""
     with aria_simulator(latency_ms=latency) as sim:
         sim.seed(invoices, 100, "2031-01-01")
         bare = bare_loop(sim, sim.eligible_by_account("2031-01-01"), cap)
-        _show(bare)
+        harness.show(bare, done="rebilled")
         ours_run = sim.seed(invoices, 101, "2031-02-01")
-        ours = orchestrator(sim, backends, "2031-02-01", len(ours_run["eligible"]), cap=cap, threads=threads)
-        _show(ours)
-    limit = cap / (CALLS_PER_INVOICE * latency / 1000) if latency > 0 else math.inf
-    return [
-        {
-            "latency_ms": latency,
-            "invoices": invoices,
-            "cap": cap,
-            "contender": result.name,
-            "rebilled": result.invoices,
-            "seconds": round(result.seconds, 3),
-            "per_second": round(result.per_second, 1),
-            "vs_bare": round(result.per_second / bare.per_second, 3),
-            "vs_theoretical": round(result.per_second / limit, 3) if math.isfinite(limit) else None,
-            "peak_in_flight": result.peak_in_flight,
-            "cpu_ms_per_invoice": round(result.cpu_ms_per_invoice, 3),
-            "orchestration_cpu_ms_per_invoice": (
-                round(result.cpu_ms_per_invoice - bare.cpu_ms_per_invoice, 3) if result is not bare else None
-            ),
-            **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.extra.items()},
-        }
-        for result in (bare, ours)
-    ]
-
-
-def _show(result: Measured) -> None:
-    print(
-        f"  {result.name:22} {result.invoices:6} rebilled in {result.seconds:7.2f} s = {result.per_second:7.1f}/s, "
-        f"peak in flight {result.peak_in_flight}, CPU {result.cpu_ms_per_invoice:.3f} ms/invoice",
-        flush=True,
-    )
+        profile = args.profile / f"{latency:g}ms-{invoices}" if args.profile else None
+        ours = orchestrator(
+            sim, backends, "2031-02-01", len(ours_run["eligible"]), cap=cap, threads=args.threads, profile=profile
+        )
+        harness.show(ours, done="rebilled")
+    return bare, ours
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    backends = harness.Backends(args.redis_url, args.database_url)
-    info = harness.machine()
-    print(f"machine: {info}\nbackends: {backends.describe()}\nload average before: {harness.load_average():.2f}")
-    rows: list[dict[str, Any]] = []
-    try:
-        for latency, invoices, cap in itertools.product(args.latency_ms, args.invoices, args.cap):
-            rows += contest(backends, latency=latency, invoices=invoices, cap=cap, threads=args.threads)
-    finally:
-        if not backends.redis_url:
-            embedded.stop(backends.workdir / "data")
-    print("\n| latency | invoices | cap | contender | rebilled/s | vs bare | vs theoretical | CPU ms/invoice "
-          "| orchestration CPU ms/invoice |")  # fmt: skip
-    print("|---" * 9 + "|")
-    for row in rows:
-        print(
-            f"| {row['latency_ms']:g} ms | {row['invoices']} | {row['cap']} | {row['contender']} | {row['per_second']} "
-            f"| {row['vs_bare']} | {row['vs_theoretical'] or '-'} | {row['cpu_ms_per_invoice']} "
-            f"| {row['orchestration_cpu_ms_per_invoice'] or '-'} |"
-        )
-    results = {
-        "platform": "aria",
-        "machine": info,
-        "backends": backends.describe(),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "throughput": rows,
-        "load_average_after": round(harness.load_average(), 2),
-    }
-    target = args.json or harness.ROOT / ".rebill" / "bench" / f"aria-{int(time.time())}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nresults: {target}")
+    args = harness.platform_args("python -m ops.bench.aria", __doc__, argv)
+    harness.compare_platform("Aria", args, contest, calls_per_invoice=CALLS_PER_INVOICE, done="rebilled")
 
 
 if __name__ == "__main__":

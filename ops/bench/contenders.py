@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ except ImportError:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 from ops.bench import harness
+from ops.bench.harness import Measured
 from orchestrator.adapters.providers.imis import envelopes
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -50,25 +50,6 @@ def can_reverse_body(invoice_id: str) -> bytes:
 def reversal_body(invoice_id: str) -> bytes:
     data = envelopes.cash_reversal_data(invoice_id=invoice_id, adjustment_date=BENCH_DAY, reason="benchmark")
     return _body(envelopes.process_cash_reversal(data))
-
-
-@dataclass
-class Measured:
-    name: str
-    invoices: int
-    seconds: float
-    cpu_seconds: float
-    peak_in_flight: int
-    reversals: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def per_second(self) -> float:
-        return self.invoices / self.seconds if self.seconds > 0 else float("nan")
-
-    @property
-    def cpu_ms_per_invoice(self) -> float:
-        return self.cpu_seconds / self.invoices * 1000 if self.invoices else float("nan")
 
 
 # --- the bare loop ---------------------------------------------------------------------------------
@@ -158,20 +139,18 @@ def sequential(sim: harness.Simulator, invoice_ids: list[str], *, max_seconds: f
 def orchestrator_env(
     sim: harness.Simulator, backends: harness.Backends, ledger_url: str, *, cap: int, threads: int
 ) -> dict[str, str]:
-    env = {
+    return {**harness.worker_env(backends, ledger_url, threads=threads), **imis_env(sim, cap=cap)}
+
+
+def imis_env(sim: harness.Simulator, *, cap: int) -> dict[str, str]:
+    """The iMIS tenant on the simulator, at `cap` calls in flight."""
+    return {
         "REBILL_IMIS_BASE_URL": sim.url,
         "REBILL_IMIS_USERNAME": harness.USERNAME,
         "REBILL_IMIS_PASSWORD": harness.PASSWORD,
         "REBILL_IMIS_MAX_CONCURRENCY": str(cap),
-        "REBILL_WORKER_CONCURRENCY": str(threads),
-        "REBILL_DATA_DIR": str(backends.workdir / "data"),
-        "REBILL_DATABASE_URL": ledger_url,
-        "REBILL_QUEUE": f"rebill-bench-{time.time_ns()}",
         "REBILL_POLL_INTERVAL_SECONDS": "0.2",
     }
-    if backends.redis_url:
-        env["REBILL_BROKER_URL"] = backends.redis_url
-    return env
 
 
 @dataclass
@@ -219,94 +198,57 @@ def orchestrator(
     workdir: Path,
     profile: Path | None = None,
 ) -> Measured:
-    from orchestrator.bootstrap import Container
-    from orchestrator.config import load_settings
-    from orchestrator.domain.run import OPEN_ITEM_STATES, ItemState
-    from orchestrator.services import planning
+    from orchestrator.domain.run import ItemState
 
-    with backends.ledger_url() as ledger_url:
-        env = orchestrator_env(sim, backends, ledger_url, cap=cap, threads=threads)
-        settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
-        container = Container(settings)
-        container.ledger  # noqa: B018 - migrate before the workers start, so they do not race for it
-        started_workers = [
-            harness.start_worker(env, threads=threads, log=workdir / f"worker-{i}.log") for i in range(workers)
-        ]
-        try:
-            for worker in started_workers:
-                worker.wait_ready()
-            container.providers.get("imis").check()  # this process's token, outside the timing
-            profilers = (
-                [harness.profile(w.pid, profile / f"worker-{i}.txt") for i, w in enumerate(started_workers)]
-                if profile
-                else []
-            )
+    with harness.orchestrator(
+        backends, imis_env(sim, cap=cap), threads=threads, workers=workers, workdir=workdir
+    ) as ours:
+        ours.container.providers.get("imis").check()  # this process's token, outside the timing
+        with harness.profiling([w.pid for w in ours.workers], profile):
             sim.reset_counters()
-            sampler = sim.sample_in_flight().__enter__()
-            cpu_before = sum(harness.cpu_seconds(w.pid) for w in started_workers)
-            started = time.perf_counter()
-            run = planning.start_run(container.context, "imis", {"billing_log": billing_key}, settings.run_options())
-            ledger = container.ledger
-            deadline = time.monotonic() + 3600
-            while True:
-                current = ledger.get_run(run.id)
-                assert current is not None
-                if current.planned:
-                    counts = ledger.item_counts(run.id)
-                    if not any(counts.get(state, 0) for state in OPEN_ITEM_STATES):
-                        break
-                if current.state.is_final or time.monotonic() > deadline:
-                    raise RuntimeError(f"run {run.id} stopped as {current.state.value}: {current.reason}")
-                time.sleep(0.05)
-            wall = time.perf_counter() - started
-            cpu = sum(harness.cpu_seconds(w.pid) for w in started_workers) - cpu_before
-            sampler.__exit__()
-            for profiler in profilers:
-                profiler.send_signal(signal.SIGINT)
-                profiler.wait(timeout=60)
-            peak_mib = max(harness.peak_rss_mib(w.pid) for w in started_workers)
-            counters = sim.counters()
-            times = run_times(ledger, run.id)
-            reversed_items = counts.get(ItemState.REVERSED, 0)
-            failed = counts.get(ItemState.FAILED, 0)
-            settled = (
-                (times.last_settled_at - times.created_at).total_seconds()
-                if times.last_settled_at is not None
-                else wall
+            with sim.sample_in_flight() as sampler:
+                cpu_before = ours.cpu_seconds()
+                started = time.perf_counter()
+                run = ours.start_run("imis", {"billing_log": billing_key})
+                counts = ours.wait_settled(run.id)
+                wall = time.perf_counter() - started
+                cpu = ours.cpu_seconds() - cpu_before
+        counters = sim.counters()
+        times = run_times(ours.container.ledger, run.id)
+        reversed_items = counts.get(ItemState.REVERSED, 0)
+        failed = counts.get(ItemState.FAILED, 0)
+        settled = (
+            (times.last_settled_at - times.created_at).total_seconds() if times.last_settled_at is not None else wall
+        )
+        steady = (
+            (times.last_settled_at - times.first_reversal_at).total_seconds()
+            if times.last_settled_at is not None and times.first_reversal_at is not None
+            else None
+        )
+        first = (
+            (times.first_reversal_at - times.created_at).total_seconds()
+            if times.first_reversal_at is not None
+            else None
+        )
+        if failed or reversed_items != open_invoices or counters["refused_second_reversals"]:
+            raise RuntimeError(
+                f"the run did not reverse every open invoice exactly once: {counts}, "
+                f"refused second reversals {counters['refused_second_reversals']}"
             )
-            steady = (
-                (times.last_settled_at - times.first_reversal_at).total_seconds()
-                if times.last_settled_at is not None and times.first_reversal_at is not None
-                else None
-            )
-            first = (
-                (times.first_reversal_at - times.created_at).total_seconds()
-                if times.first_reversal_at is not None
-                else None
-            )
-            if failed or reversed_items != open_invoices or counters["refused_second_reversals"]:
-                raise RuntimeError(
-                    f"the run did not reverse every open invoice exactly once: {counts}, "
-                    f"refused second reversals {counters['refused_second_reversals']}"
-                )
-            return Measured(
-                "orchestrator",
-                reversed_items,
-                settled,
-                cpu,
-                counters["peak_concurrency"],
-                sum(counters["reversals"].values()),
-                {
-                    "mean_in_flight": sampler.mean,
-                    "first_reversal_seconds": first,
-                    "steady_per_second": reversed_items / steady if steady else None,
-                    "worker_peak_rss_mib": peak_mib,
-                    "threads": threads,
-                    "workers": workers,
-                    "requests": sum(counters["requests"].values()),
-                },
-            )
-        finally:
-            for worker in started_workers:
-                worker.stop()
-            container.close()
+        return Measured(
+            "orchestrator",
+            reversed_items,
+            settled,
+            cpu,
+            counters["peak_concurrency"],
+            sum(counters["reversals"].values()),
+            {
+                "mean_in_flight": sampler.mean,
+                "first_reversal_seconds": first,
+                "steady_per_second": reversed_items / steady if steady else None,
+                "worker_peak_rss_mib": ours.peak_rss_mib(),
+                "threads": threads,
+                "workers": workers,
+                "requests": sum(counters["requests"].values()),
+            },
+        )

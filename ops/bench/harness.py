@@ -1,26 +1,39 @@
 """The parts a benchmark scenario needs: the simulator in its own process, a fresh ledger and queue,
-worker processes, and readings from /proc (CPU seconds, peak memory)."""
+worker processes, an orchestrator run timed until its items settle, readings from /proc (CPU seconds,
+peak memory), and the comparison of a platform's run with its bare loop (`python -m ops.bench.aria`,
+`python -m ops.bench.salesforce`)."""
 
 from __future__ import annotations
 
+import argparse
+import itertools
+import json
+import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.engine import make_url
 
 from tests.support.databases import scratch_postgres_schema
+
+if TYPE_CHECKING:
+    from orchestrator.bootstrap import Container
+    from orchestrator.config import Settings
+    from orchestrator.domain.run import ItemState, Run
 
 ROOT = Path(__file__).resolve().parents[2]
 USERNAME = "bench"
@@ -76,6 +89,18 @@ def peak_rss_mib(pid: int) -> float:
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+def wait_until_quiet(below: float | None, *, check_every: float = 15.0) -> float:
+    """Sleep until the 1-minute load average is under `below` (None: do not wait); the load then.
+
+    The machine is shared: a measurement started while other work runs measures that work too."""
+    load = load_average()
+    while below is not None and load >= below:
+        print(f"  load average {load:.2f}, waiting for it to fall under {below:g}", flush=True)
+        time.sleep(check_every)
+        load = load_average()
+    return load
 
 
 # --- the simulator --------------------------------------------------------------------------------
@@ -313,3 +338,236 @@ def profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@contextmanager
+def profiling(pids: list[int], folder: Path | None) -> Iterator[None]:
+    """py-spy on each of `pids` while the block runs (nothing when `folder` is None)."""
+    spies = [profile(pid, folder / f"worker-{i}.txt") for i, pid in enumerate(pids)] if folder else []
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+
+
+# --- an orchestrator on a fresh ledger --------------------------------------------------------------
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The settings the workers read from `env` (REBILL_* variables), for this process's own container."""
+    from orchestrator.config import load_settings
+
+    return load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
+
+
+def worker_env(backends: Backends, ledger_url: str, *, threads: int) -> dict[str, str]:
+    """What every benchmark's orchestrator shares: the ledger, a queue of its own, the broker, the threads."""
+    env = {
+        "REBILL_WORKER_CONCURRENCY": str(threads),
+        "REBILL_DATA_DIR": str(backends.workdir / "data"),
+        "REBILL_DATABASE_URL": ledger_url,
+        "REBILL_QUEUE": f"rebill-bench-{time.time_ns()}",
+    }
+    if backends.redis_url:
+        env["REBILL_BROKER_URL"] = backends.redis_url
+    return env
+
+
+@dataclass
+class Orchestrator:
+    """This process's container on a fresh ledger (it starts runs and reads the ledger), and the worker
+    processes, started and ready."""
+
+    env: dict[str, str]
+    container: Container
+    workers: list[Worker]
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(worker.pid) for worker in self.workers)
+
+    def peak_rss_mib(self) -> float:
+        return max(peak_rss_mib(worker.pid) for worker in self.workers)
+
+    def start_run(
+        self, provider: str, selector: Mapping[str, Any], provider_options: Mapping[str, Any] | None = None
+    ) -> Run:
+        """What `rebill run` does: open the run and hand its planning to a worker."""
+        from orchestrator.services import planning
+
+        return planning.start_run(
+            self.container.context,
+            provider,
+            selector,
+            self.container.settings.run_options(),
+            provider_options=provider_options,
+        )
+
+    def wait_settled(self, run_id: str, *, timeout: float = 3600) -> dict[ItemState, int]:
+        """Poll the ledger until the run is planned and none of its items is open; its item counts then."""
+        from orchestrator.domain.run import OPEN_ITEM_STATES
+
+        ledger = self.container.ledger
+        deadline = time.monotonic() + timeout
+        while True:
+            run = ledger.get_run(run_id)
+            assert run is not None
+            if run.planned:
+                counts = ledger.item_counts(run_id)
+                if not any(counts.get(state, 0) for state in OPEN_ITEM_STATES):
+                    return counts
+            if run.state.is_final or time.monotonic() > deadline:
+                raise RuntimeError(f"run {run_id} stopped as {run.state.value}: {run.reason}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def orchestrator(
+    backends: Backends, provider_env: Mapping[str, str], *, threads: int, workdir: Path, workers: int = 1
+) -> Iterator[Orchestrator]:
+    """A fresh ledger and queue, migrated before `workers` worker processes start on them (so they do not
+    race to migrate it); the workers are stopped on the way out."""
+    from orchestrator.bootstrap import Container
+
+    with backends.ledger_url() as ledger_url:
+        env = {**worker_env(backends, ledger_url, threads=threads), **provider_env}
+        container = Container(settings_from_env(env))
+        started: list[Worker] = []
+        try:
+            container.ledger  # noqa: B018 - migrated here, before the workers start
+            started += [start_worker(env, threads=threads, log=workdir / f"worker-{i}.log") for i in range(workers)]
+            for worker in started:
+                worker.wait_ready()
+            yield Orchestrator(env, container, started)
+        finally:
+            for worker in started:
+                worker.stop()
+            container.close()
+
+
+# --- a platform's run against its bare loop ---------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    name: str
+    invoices: int
+    seconds: float
+    cpu_seconds: float
+    peak_in_flight: int
+    reversals: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_second(self) -> float:
+        return self.invoices / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def cpu_ms_per_invoice(self) -> float:
+        return self.cpu_seconds / self.invoices * 1000 if self.invoices else float("nan")
+
+
+def show(result: Measured, *, done: str = "invoices") -> None:
+    """One contender's line of progress on stdout."""
+    extra = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.extra.items())
+    print(
+        f"  {result.name:22} {result.invoices:6} {done} in {result.seconds:7.2f} s = {result.per_second:7.1f}/s, "
+        f"peak in flight {result.peak_in_flight}, CPU {result.cpu_ms_per_invoice:.3f} ms/invoice"
+        + (f"; {extra}" if extra else ""),
+        flush=True,
+    )
+
+
+def platform_args(prog: str, doc: str | None, argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line every platform's bench shares: the sizes, latencies and caps it sweeps, and where."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").splitlines()[0])
+    parser.add_argument("--invoices", type=ints, default=[2000, 20000], help="run sizes")
+    parser.add_argument("--latency-ms", type=floats, default=[50.0, 0.0], help="simulator latency per call")
+    parser.add_argument("--cap", type=ints, default=[8], help="the tenant limit (REBILL_<PLATFORM>_MAX_CONCURRENCY)")
+    parser.add_argument("--threads", type=int, default=16, help="worker threads")
+    parser.add_argument("--quiet-below", type=float, help="before each contest, wait for the load average under this")
+    parser.add_argument("--redis-url", default=os.environ.get("REBILL_BENCH_REDIS_URL"), help="default: embedded")
+    parser.add_argument("--database-url", default=os.environ.get("REBILL_BENCH_DATABASE_URL"), help="default: SQLite")
+    parser.add_argument("--profile", type=Path, help="py-spy the workers (collapsed stacks into this folder)")
+    parser.add_argument("--json", type=Path, help="where to write the results (default .rebill/bench/)")
+    return parser.parse_args(argv)
+
+
+#: One contest: (backends, latency ms, invoices, cap, args) -> the bare loop's and the orchestrator's results.
+Contest = Callable[[Backends, float, int, int, argparse.Namespace], tuple[Measured, Measured]]
+
+
+def compare_platform(
+    platform_name: str, args: argparse.Namespace, contest: Contest, *, calls_per_invoice: int, done: str
+) -> None:
+    """Every (latency, size, cap) of `args` contested, each row with its ratio to the bare loop, to the
+    theoretical limit `cap / (calls per invoice x latency)`, and the CPU orchestrating adds; a table on
+    stdout and the results as JSON."""
+    from orchestrator.adapters.broker import embedded
+
+    backends = Backends(args.redis_url, args.database_url)
+    info = machine()
+    print(f"machine: {info}\nbackends: {backends.describe()}\nload average before: {load_average():.2f}")
+    rows: list[dict[str, Any]] = []
+    try:
+        for latency, invoices, cap in itertools.product(args.latency_ms, args.invoices, args.cap):
+            load = wait_until_quiet(args.quiet_below)
+            print(f"\n== {platform_name}: {invoices} invoices, {latency:g} ms latency, cap {cap} ==", flush=True)
+            print(f"  load average {load:.2f}", flush=True)
+            bare, ours = contest(backends, latency, invoices, cap, args)
+            limit = cap / (calls_per_invoice * latency / 1000) if latency > 0 else math.inf
+            rows += [
+                {
+                    "latency_ms": latency,
+                    "invoices": invoices,
+                    "cap": cap,
+                    "contender": result.name,
+                    done: result.invoices,
+                    "seconds": round(result.seconds, 3),
+                    "per_second": round(result.per_second, 1),
+                    "vs_bare": round(result.per_second / bare.per_second, 3),
+                    "vs_theoretical": round(result.per_second / limit, 3) if math.isfinite(limit) else None,
+                    "peak_in_flight": result.peak_in_flight,
+                    "cpu_ms_per_invoice": round(result.cpu_ms_per_invoice, 3),
+                    "orchestration_cpu_ms_per_invoice": (
+                        round(result.cpu_ms_per_invoice - bare.cpu_ms_per_invoice, 3) if result is not bare else None
+                    ),
+                    "load_average_before": round(load, 2),
+                    **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.extra.items()},
+                }
+                for result in (bare, ours)
+            ]
+    finally:
+        if not backends.redis_url:
+            embedded.stop(backends.workdir / "data")
+    print(f"\n| latency | invoices | cap | contender | {done}/s | vs bare | vs theoretical | CPU ms/invoice "
+          "| orchestration CPU ms/invoice | load average |")  # fmt: skip
+    print("|---" * 10 + "|")
+    for row in rows:
+        print(
+            f"| {row['latency_ms']:g} ms | {row['invoices']} | {row['cap']} | {row['contender']} | {row['per_second']} "
+            f"| {row['vs_bare']} | {row['vs_theoretical'] or '-'} | {row['cpu_ms_per_invoice']} "
+            f"| {row['orchestration_cpu_ms_per_invoice'] or '-'} | {row['load_average_before']} |"
+        )
+    results = {
+        "platform": platform_name.lower(),
+        "machine": info,
+        "backends": backends.describe(),
+        "commit": commit(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
+        "throughput": rows,
+        "load_average_after": round(load_average(), 2),
+    }
+    target = args.json or ROOT / ".rebill" / "bench" / f"{platform_name.lower()}-{int(time.time())}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {target}")
+
+
+def commit() -> str:
+    """The checked-out commit (with `+dirty` when the work tree differs), for the record."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode != 0
+    return head.stdout.strip() + ("+dirty" if dirty else "")

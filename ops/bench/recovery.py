@@ -45,7 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def one_run(args: argparse.Namespace, fault: str | None, seed: int) -> dict[str, Any]:
     from orchestrator.bootstrap import Container
-    from orchestrator.config import load_settings
     from orchestrator.domain.run import ItemState
     from orchestrator.services import planning
 
@@ -55,7 +54,7 @@ def one_run(args: argparse.Namespace, fault: str | None, seed: int) -> dict[str,
         backends.ledger_url() as url,
     ):
         env = orchestrator_env(sim, backends, url, cap=8, threads=args.threads)
-        settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
+        settings = harness.settings_from_env(env)
         container = Container(settings)
         ledger = container.ledger
         workdir = backends.workdir
@@ -104,14 +103,13 @@ def planning_killed(args: argparse.Namespace) -> dict[str, Any]:
     """The worker killed while it plans a large billing: planning resumes from its committed cursor,
     no invoice is written twice. Only planning is timed (the run is cancelled once it is planned)."""
     from orchestrator.bootstrap import Container
-    from orchestrator.config import load_settings
     from orchestrator.services import planning, runs
 
     backends = harness.Backends(args.redis_url, args.database_url)
     invoices = args.planning_invoices
     with harness.simulator(invoices=invoices, latency_ms=0, seed=11) as sim, backends.ledger_url() as url:
         env = orchestrator_env(sim, backends, url, cap=8, threads=args.threads)
-        settings = load_settings(**{k[len("REBILL_") :].lower(): v for k, v in env.items()})
+        settings = harness.settings_from_env(env)
         container = Container(settings)
         ledger = container.ledger
         workers = [harness.start_worker(env, threads=args.threads, log=backends.workdir / "planner-0.log")]
