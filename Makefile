@@ -55,8 +55,8 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script (PROVIDER=aria: Aria's)
-	$(BIN)/python -m ops.bench$(if $(filter aria,$(PROVIDER)),.aria) $(BENCH_ARGS)
+bench: $(STAMP) ## Benchmark the orchestrator against a bare asyncio loop and a sequential script (PROVIDER=aria|salesforce: theirs)
+	$(BIN)/python -m ops.bench$(if $(filter aria salesforce,$(PROVIDER)),.$(PROVIDER)) $(BENCH_ARGS)
 
 clean: stop ## Stop the embedded Redis, remove the venv and local state
 	rm -rf $(VENV) .rebill .pytest_cache .mypy_cache .ruff_cache
