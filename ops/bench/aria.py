@@ -184,15 +184,20 @@ def orchestrator(
         if rebilled != eligible or counts.get(ItemState.FAILED, 0) or counters["duplicate_attempts"]:
             raise RuntimeError(f"not every eligible invoice was rebilled exactly once: {counts}, {counters}")
         times = run_times(ours.container.ledger, run.id, write="gen_rb_m")
-        settled = (times.last_settled_at - times.created_at).total_seconds() if times.last_settled_at else wall
         return Measured(
             "orchestrator",
             rebilled,
-            settled,
+            times.settled_seconds(wall),
             cpu,
             counters["peak_concurrency"],
             counters["rebills_total"],
-            {"worker_peak_rss_mib": ours.peak_rss_mib(), "requests": sum(counters["requests"].values())},
+            {
+                "first_write_seconds": times.first_write_seconds(),
+                "steady_per_second": times.steady_per_second(rebilled),
+                "busy_refusals": counters["busy_refusals"],
+                "worker_peak_rss_mib": ours.peak_rss_mib(),
+                "requests": counters["requests"],
+            },
         )
 
 

@@ -159,6 +159,21 @@ class RunTimes:
     first_reversal_at: datetime | None
     last_settled_at: datetime | None
 
+    def settled_seconds(self, wall: float) -> float:
+        """From the run's creation to its last item settled (`wall`, as the bench timed it, when none did)."""
+        return (self.last_settled_at - self.created_at).total_seconds() if self.last_settled_at else wall
+
+    def first_write_seconds(self) -> float | None:
+        """From the run's creation to its first write: opening, planning the first page, the first claim."""
+        return (self.first_reversal_at - self.created_at).total_seconds() if self.first_reversal_at else None
+
+    def steady_per_second(self, settled: int) -> float | None:
+        """`settled` items over the time from the first write to the last item settled (planning's head left out)."""
+        if self.first_reversal_at is None or self.last_settled_at is None:
+            return None
+        seconds = (self.last_settled_at - self.first_reversal_at).total_seconds()
+        return settled / seconds if seconds > 0 else None
+
 
 def run_times(ledger: Any, run_id: str, *, write: str = "Invoice.Process%Reversal") -> RunTimes:
     """When the run was created, its first write (an operation LIKE `write`) was sent, and its last item
@@ -217,19 +232,6 @@ def orchestrator(
         times = run_times(ours.container.ledger, run.id)
         reversed_items = counts.get(ItemState.REVERSED, 0)
         failed = counts.get(ItemState.FAILED, 0)
-        settled = (
-            (times.last_settled_at - times.created_at).total_seconds() if times.last_settled_at is not None else wall
-        )
-        steady = (
-            (times.last_settled_at - times.first_reversal_at).total_seconds()
-            if times.last_settled_at is not None and times.first_reversal_at is not None
-            else None
-        )
-        first = (
-            (times.first_reversal_at - times.created_at).total_seconds()
-            if times.first_reversal_at is not None
-            else None
-        )
         if failed or reversed_items != open_invoices or counters["refused_second_reversals"]:
             raise RuntimeError(
                 f"the run did not reverse every open invoice exactly once: {counts}, "
@@ -238,14 +240,14 @@ def orchestrator(
         return Measured(
             "orchestrator",
             reversed_items,
-            settled,
+            times.settled_seconds(wall),
             cpu,
             counters["peak_concurrency"],
             sum(counters["reversals"].values()),
             {
                 "mean_in_flight": sampler.mean,
-                "first_reversal_seconds": first,
-                "steady_per_second": reversed_items / steady if steady else None,
+                "first_reversal_seconds": times.first_write_seconds(),
+                "steady_per_second": times.steady_per_second(reversed_items),
                 "worker_peak_rss_mib": ours.peak_rss_mib(),
                 "threads": threads,
                 "workers": workers,

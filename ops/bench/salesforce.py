@@ -168,18 +168,16 @@ def orchestrator(
         wrong = voided_once(counters, eligible)
         if wrong or voided != len(eligible) or counts.get(ItemState.FAILED, 0):
             raise RuntimeError(f"not every eligible invoice was voided exactly once: {counts}; {wrong}")
-        settled = (times.last_settled_at - times.created_at).total_seconds() if times.last_settled_at else wall
         return Measured(
             "orchestrator",
             voided,
-            settled,
+            times.settled_seconds(wall),
             cpu,
             counters["peak_concurrency"],
             sum(counters["voids"].values()),
             {
-                "first_void_seconds": (
-                    (times.first_reversal_at - times.created_at).total_seconds() if times.first_reversal_at else None
-                ),
+                "first_write_seconds": times.first_write_seconds(),
+                "steady_per_second": times.steady_per_second(voided),
                 "skipped": counts.get(ItemState.SKIPPED, 0),
                 "worker_peak_rss_mib": ours.peak_rss_mib(),
                 "requests": counters["requests"],
