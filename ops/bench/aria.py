@@ -14,20 +14,17 @@ claims each with a lease, keeps a ledger row per invoice and holds the tenant li
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ops.bench import harness
-from ops.bench.contenders import run_times
 from ops.bench.harness import Measured
 from orchestrator.adapters.providers.aria.client import CORE_PATH, OBJECT_QUERY_PATH
 from orchestrator.adapters.providers.aria.corrections import load_corrections, rebill_lines
@@ -148,77 +145,47 @@ async def _bare(url: str, accounts: list[list[int]], cap: int) -> None:
 # --- the orchestrator ------------------------------------------------------------------------------
 
 
-def orchestrator(
-    sim: AriaSimulator,
-    backends: harness.Backends,
-    bill_date: str,
-    eligible: int,
-    *,
-    cap: int,
-    threads: int,
-    profile: Path | None = None,
-) -> Measured:
+def orchestrator(sim: AriaSimulator, contest: harness.Contest, bill_date: str, eligible: int) -> Measured:
     from orchestrator.domain.run import ItemState
 
-    workdir = backends.workdir / f"aria-{time.time_ns()}"
-    workdir.mkdir(parents=True)
     tenant = {
         "REBILL_ARIA_BASE_URL": sim.url,
         "REBILL_ARIA_CLIENT_NO": str(CLIENT_NO),
         "REBILL_ARIA_AUTH_KEY": AUTH_KEY,
-        "REBILL_ARIA_MAX_CONCURRENCY": str(cap),
+        "REBILL_ARIA_MAX_CONCURRENCY": str(contest.cap),
     }
-    with harness.orchestrator(backends, tenant, threads=threads, workdir=workdir) as ours:
-        with harness.profiling([w.pid for w in ours.workers], profile):
-            sim.reset_counters()
-            cpu_before = ours.cpu_seconds()
-            started = time.perf_counter()
-            run = ours.start_run(
-                "aria", {"bill_date": bill_date}, {"corrections": str(CORRECTIONS), "reason_code": REASON_CODE}
-            )
-            counts = ours.wait_settled(run.id)
-            wall = time.perf_counter() - started
-            cpu = ours.cpu_seconds() - cpu_before
-        counters = sim.counters()
-        rebilled = counts.get(ItemState.REVERSED, 0)
-        if rebilled != eligible or counts.get(ItemState.FAILED, 0) or counters["duplicate_attempts"]:
-            raise RuntimeError(f"not every eligible invoice was rebilled exactly once: {counts}, {counters}")
-        times = run_times(ours.container.ledger, run.id, write="gen_rb_m")
-        return Measured(
-            "orchestrator",
-            rebilled,
-            times.settled_seconds(wall),
-            cpu,
-            counters["peak_concurrency"],
-            counters["rebills_total"],
-            {
-                "first_write_seconds": times.first_write_seconds(),
-                "steady_per_second": times.steady_per_second(rebilled),
-                "busy_refusals": counters["busy_refusals"],
-                "worker_peak_rss_mib": ours.peak_rss_mib(),
-                "requests": counters["requests"],
-            },
+    workdir = contest.workdir("aria")
+    with harness.orchestrator(contest.backends, tenant, threads=contest.threads, workdir=workdir) as ours:
+        timed = ours.timed_run(
+            "aria",
+            {"bill_date": bill_date},
+            {"corrections": str(CORRECTIONS), "reason_code": REASON_CODE},
+            write="gen_rb_m",
+            before=sim.reset_counters,
+            profile=contest.profile,
         )
+    counters = sim.counters()
+    rebilled = timed.counts.get(ItemState.REVERSED, 0)
+    if rebilled != eligible or timed.counts.get(ItemState.FAILED, 0) or counters["duplicate_attempts"]:
+        raise RuntimeError(f"not every eligible invoice was rebilled exactly once: {timed.counts}, {counters}")
+    return timed.measured(
+        rebilled,
+        counters=counters,
+        writes=counters["rebills_total"],
+        extra={"busy_refusals": counters["busy_refusals"]},
+    )
 
 
 # --- the matrix ------------------------------------------------------------------------------------
 
 
-def contest(
-    backends: harness.Backends, latency: float, invoices: int, cap: int, args: argparse.Namespace
-) -> tuple[Measured, Measured]:
+def contest(contest: harness.Contest) -> tuple[Measured, Measured]:
     """Each on a bill run of its own (a bill date each) in one simulator."""
-    with aria_simulator(latency_ms=latency) as sim:
-        sim.seed(invoices, 100, "2031-01-01")
-        bare = bare_loop(sim, sim.eligible_by_account("2031-01-01"), cap)
-        harness.show(bare, done="rebilled")
-        ours_run = sim.seed(invoices, 101, "2031-02-01")
-        profile = args.profile / f"{latency:g}ms-{invoices}" if args.profile else None
-        ours = orchestrator(
-            sim, backends, "2031-02-01", len(ours_run["eligible"]), cap=cap, threads=args.threads, profile=profile
-        )
-        harness.show(ours, done="rebilled")
-    return bare, ours
+    with aria_simulator(latency_ms=contest.latency_ms) as sim:
+        sim.seed(contest.invoices, 100, "2031-01-01")
+        bare = bare_loop(sim, sim.eligible_by_account("2031-01-01"), contest.cap)
+        seeded = sim.seed(contest.invoices, 101, "2031-02-01")
+        return bare, orchestrator(sim, contest, "2031-02-01", len(seeded["eligible"]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,8 +14,7 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,8 @@ from ops.bench.harness import Measured
 from orchestrator.adapters.providers.imis import envelopes
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+#: The operation of iMIS's write, as the ledger records it (SQL LIKE).
+REVERSAL = "Invoice.Process%Reversal"
 EXECUTE = "/api/Invoice/_execute"
 BENCH_DAY = date(2026, 4, 23)
 
@@ -153,54 +154,6 @@ def imis_env(sim: harness.Simulator, *, cap: int) -> dict[str, str]:
     }
 
 
-@dataclass
-class RunTimes:
-    created_at: datetime
-    first_reversal_at: datetime | None
-    last_settled_at: datetime | None
-
-    def settled_seconds(self, wall: float) -> float:
-        """From the run's creation to its last item settled (`wall`, as the bench timed it, when none did)."""
-        return (self.last_settled_at - self.created_at).total_seconds() if self.last_settled_at else wall
-
-    def first_write_seconds(self) -> float | None:
-        """From the run's creation to its first write: opening, planning the first page, the first claim."""
-        return (self.first_reversal_at - self.created_at).total_seconds() if self.first_reversal_at else None
-
-    def steady_per_second(self, settled: int) -> float | None:
-        """`settled` items over the time from the first write to the last item settled (planning's head left out)."""
-        if self.first_reversal_at is None or self.last_settled_at is None:
-            return None
-        seconds = (self.last_settled_at - self.first_reversal_at).total_seconds()
-        return settled / seconds if seconds > 0 else None
-
-
-def run_times(ledger: Any, run_id: str, *, write: str = "Invoice.Process%Reversal") -> RunTimes:
-    """When the run was created, its first write (an operation LIKE `write`) was sent, and its last item
-    settled (from the ledger)."""
-    from sqlalchemy import func, select
-
-    from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow
-
-    with ledger._read.connect() as conn:
-        created = conn.execute(select(RunRow.created_at).where(RunRow.id == run_id)).scalar_one()
-        first = conn.execute(
-            select(func.min(ApiCallRow.started_at)).where(ApiCallRow.run_id == run_id, ApiCallRow.operation.like(write))
-        ).scalar()
-        last = conn.execute(select(func.max(ItemRow.updated_at)).where(ItemRow.run_id == run_id)).scalar()
-    return RunTimes(created, _utc(first), _utc(last))
-
-
-def _utc(value: Any) -> datetime | None:
-    from datetime import UTC
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def orchestrator(
     sim: harness.Simulator,
     backends: harness.Backends,
@@ -219,38 +172,25 @@ def orchestrator(
         backends, imis_env(sim, cap=cap), threads=threads, workers=workers, workdir=workdir
     ) as ours:
         ours.container.providers.get("imis").check()  # this process's token, outside the timing
-        with harness.profiling([w.pid for w in ours.workers], profile):
-            sim.reset_counters()
-            with sim.sample_in_flight() as sampler:
-                cpu_before = ours.cpu_seconds()
-                started = time.perf_counter()
-                run = ours.start_run("imis", {"billing_log": billing_key})
-                counts = ours.wait_settled(run.id)
-                wall = time.perf_counter() - started
-                cpu = ours.cpu_seconds() - cpu_before
+        with sim.sample_in_flight() as sampler:
+            timed = ours.timed_run(
+                "imis",
+                {"billing_log": billing_key},
+                write=REVERSAL,
+                before=sim.reset_counters,
+                profile=profile,
+            )
         counters = sim.counters()
-        times = run_times(ours.container.ledger, run.id)
-        reversed_items = counts.get(ItemState.REVERSED, 0)
-        failed = counts.get(ItemState.FAILED, 0)
+        reversed_items = timed.counts.get(ItemState.REVERSED, 0)
+        failed = timed.counts.get(ItemState.FAILED, 0)
         if failed or reversed_items != open_invoices or counters["refused_second_reversals"]:
             raise RuntimeError(
-                f"the run did not reverse every open invoice exactly once: {counts}, "
+                f"the run did not reverse every open invoice exactly once: {timed.counts}, "
                 f"refused second reversals {counters['refused_second_reversals']}"
             )
-        return Measured(
-            "orchestrator",
+        return timed.measured(
             reversed_items,
-            times.settled_seconds(wall),
-            cpu,
-            counters["peak_concurrency"],
-            sum(counters["reversals"].values()),
-            {
-                "mean_in_flight": sampler.mean,
-                "first_reversal_seconds": times.first_write_seconds(),
-                "steady_per_second": times.steady_per_second(reversed_items),
-                "worker_peak_rss_mib": ours.peak_rss_mib(),
-                "threads": threads,
-                "workers": workers,
-                "requests": sum(counters["requests"].values()),
-            },
+            counters=counters,
+            writes=sum(counters["reversals"].values()),
+            extra={"mean_in_flight": sampler.mean, "threads": threads, "workers": workers},
         )

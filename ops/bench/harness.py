@@ -404,6 +404,30 @@ class Orchestrator:
             provider_options=provider_options,
         )
 
+    def timed_run(
+        self,
+        provider: str,
+        selector: Mapping[str, Any],
+        provider_options: Mapping[str, Any] | None = None,
+        *,
+        write: str,
+        before: Callable[[], object],
+        profile: Path | None = None,
+    ) -> TimedRun:
+        """A run started as `rebill run` starts it, timed until its items settle: wall seconds and the workers'
+        CPU. `before` runs just before the clock starts (the simulator's counters reset); `write` names the
+        operation (SQL LIKE) whose first call is the run's first write."""
+        with profiling([worker.pid for worker in self.workers], profile):
+            before()
+            cpu_before = self.cpu_seconds()
+            started = time.perf_counter()
+            run = self.start_run(provider, selector, provider_options)
+            counts = self.wait_settled(run.id)
+            wall = time.perf_counter() - started
+            cpu = self.cpu_seconds() - cpu_before
+        times = run_times(self.container.ledger, run.id, write=write)
+        return TimedRun(run.id, counts, wall, cpu, self.peak_rss_mib(), times)
+
     def wait_settled(self, run_id: str, *, timeout: float = 3600) -> dict[ItemState, int]:
         """Poll the ledger until the run is planned and none of its items is open; its item counts then."""
         from orchestrator.domain.run import OPEN_ITEM_STATES
@@ -420,6 +444,37 @@ class Orchestrator:
             if run.state.is_final or time.monotonic() > deadline:
                 raise RuntimeError(f"run {run_id} stopped as {run.state.value}: {run.reason}")
             time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    run_id: str
+    counts: dict[ItemState, int]
+    wall: float
+    cpu_seconds: float
+    peak_rss_mib: float
+    times: RunTimes
+
+    def measured(
+        self, done: int, *, counters: Mapping[str, Any], writes: int, extra: Mapping[str, Any] | None = None
+    ) -> Measured:
+        """The orchestrator's result: `done` items from the run's creation to the last settled (the ledger's
+        times), the rate from its first write on, what the simulator counted (`counters`), and `extra`."""
+        return Measured(
+            "orchestrator",
+            done,
+            self.times.settled_seconds(self.wall),
+            self.cpu_seconds,
+            counters["peak_concurrency"],
+            writes,
+            {
+                "first_write_seconds": self.times.first_write_seconds(),
+                "steady_per_second": self.times.steady_per_second(done),
+                "worker_peak_rss_mib": self.peak_rss_mib,
+                "requests": counters["requests"],
+                **(extra or {}),
+            },
+        )
 
 
 @contextmanager
@@ -444,6 +499,51 @@ def orchestrator(
             for worker in started:
                 worker.stop()
             container.close()
+
+
+@dataclass
+class RunTimes:
+    created_at: datetime
+    first_reversal_at: datetime | None
+    last_settled_at: datetime | None
+
+    def settled_seconds(self, wall: float) -> float:
+        """From the run's creation to its last item settled (`wall`, as the bench timed it, when none did)."""
+        return (self.last_settled_at - self.created_at).total_seconds() if self.last_settled_at else wall
+
+    def first_write_seconds(self) -> float | None:
+        """From the run's creation to its first write: opening, planning the first page, the first claim."""
+        return (self.first_reversal_at - self.created_at).total_seconds() if self.first_reversal_at else None
+
+    def steady_per_second(self, settled: int) -> float | None:
+        """`settled` items over the time from the first write to the last item settled (planning's head left out)."""
+        if self.first_reversal_at is None or self.last_settled_at is None:
+            return None
+        seconds = (self.last_settled_at - self.first_reversal_at).total_seconds()
+        return settled / seconds if seconds > 0 else None
+
+
+def run_times(ledger: Any, run_id: str, *, write: str) -> RunTimes:
+    """When the run was created, its first write (an operation LIKE `write`) was sent, and its last item
+    settled (from the ledger)."""
+    from sqlalchemy import func, select
+
+    from orchestrator.adapters.ledger.models import ApiCallRow, ItemRow, RunRow
+
+    with ledger._read.connect() as conn:
+        created = conn.execute(select(RunRow.created_at).where(RunRow.id == run_id)).scalar_one()
+        first = conn.execute(
+            select(func.min(ApiCallRow.started_at)).where(ApiCallRow.run_id == run_id, ApiCallRow.operation.like(write))
+        ).scalar()
+        last = conn.execute(select(func.max(ItemRow.updated_at)).where(ItemRow.run_id == run_id)).scalar()
+    return RunTimes(created, _utc(first), _utc(last))
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # --- a platform's run against its bare loop ---------------------------------------------------------
@@ -494,12 +594,31 @@ def platform_args(prog: str, doc: str | None, argv: list[str] | None = None) -> 
     return parser.parse_args(argv)
 
 
-#: One contest: (backends, latency ms, invoices, cap, args) -> the bare loop's and the orchestrator's results.
-Contest = Callable[[Backends, float, int, int, argparse.Namespace], tuple[Measured, Measured]]
+@dataclass(frozen=True)
+class Contest:
+    """One comparison of a platform's bench: where the orchestrator keeps its state, the simulator's
+    latency, the run's size, the tenant's cap, the worker's threads, and where py-spy writes (if at all)."""
+
+    backends: Backends
+    latency_ms: float
+    invoices: int
+    cap: int
+    threads: int
+    profile: Path | None
+
+    def workdir(self, name: str) -> Path:
+        """A fresh folder for one orchestrator's worker logs."""
+        folder = self.backends.workdir / f"{name}-{time.time_ns()}"
+        folder.mkdir(parents=True)
+        return folder
+
+
+#: A platform's contest: the bare loop's and the orchestrator's results.
+Contender = Callable[[Contest], tuple[Measured, Measured]]
 
 
 def compare_platform(
-    platform_name: str, args: argparse.Namespace, contest: Contest, *, calls_per_invoice: int, done: str
+    platform_name: str, args: argparse.Namespace, contest: Contender, *, calls_per_invoice: int, done: str
 ) -> None:
     """Every (latency, size, cap) of `args` contested, each row with its ratio to the bare loop, to the
     theoretical limit `cap / (calls per invoice x latency)`, and the CPU orchestrating adds; a table on
@@ -508,6 +627,7 @@ def compare_platform(
 
     backends = Backends(args.redis_url, args.database_url)
     info = machine()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"machine: {info}\nbackends: {backends.describe()}\nload average before: {load_average():.2f}")
     rows: list[dict[str, Any]] = []
     try:
@@ -515,7 +635,10 @@ def compare_platform(
             load = wait_until_quiet(args.quiet_below)
             print(f"\n== {platform_name}: {invoices} invoices, {latency:g} ms latency, cap {cap} ==", flush=True)
             print(f"  load average {load:.2f}", flush=True)
-            bare, ours = contest(backends, latency, invoices, cap, args)
+            profile = args.profile / f"{latency:g}ms-{invoices}-cap{cap}" if args.profile else None
+            bare, ours = contest(Contest(backends, latency, invoices, cap, args.threads, profile))
+            show(bare, done=done)
+            show(ours, done=done)
             limit = cap / (calls_per_invoice * latency / 1000) if latency > 0 else math.inf
             rows += [
                 {
@@ -562,7 +685,7 @@ def compare_platform(
         "machine": info,
         "backends": backends.describe(),
         "commit": commit(),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": started_at,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
         "throughput": rows,
         "load_average_after": round(load_average(), 2),

@@ -16,20 +16,17 @@ run is cancelled once the voids are counted.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ops.bench import harness
-from ops.bench.contenders import run_times
 from ops.bench.harness import Measured
 from orchestrator.adapters.providers.http import decode_json
 from orchestrator.adapters.providers.salesforce.client import DEFAULT_API_VERSION
@@ -130,77 +127,46 @@ async def _bare(url: str, access: str, eligible: list[str], cap: int) -> None:
 # --- the orchestrator ------------------------------------------------------------------------------
 
 
-def orchestrator(
-    sim: SalesforceSimulator,
-    backends: harness.Backends,
-    batch_run: str,
-    eligible: list[str],
-    *,
-    cap: int,
-    threads: int,
-    profile: Path | None = None,
-) -> Measured:
+def orchestrator(sim: SalesforceSimulator, contest: harness.Contest, batch_run: str, eligible: list[str]) -> Measured:
     from orchestrator.domain.run import ItemState
     from orchestrator.services import runs
 
-    workdir = backends.workdir / f"salesforce-{time.time_ns()}"
-    workdir.mkdir(parents=True)
     tenant = {
         "REBILL_SALESFORCE_BASE_URL": sim.url,
         "REBILL_SALESFORCE_CLIENT_ID": CLIENT_ID,
         "REBILL_SALESFORCE_CLIENT_SECRET": CLIENT_SECRET,
-        "REBILL_SALESFORCE_MAX_CONCURRENCY": str(cap),
+        "REBILL_SALESFORCE_MAX_CONCURRENCY": str(contest.cap),
     }
-    with harness.orchestrator(backends, tenant, threads=threads, workdir=workdir) as ours:
+    workdir = contest.workdir("salesforce")
+    with harness.orchestrator(contest.backends, tenant, threads=contest.threads, workdir=workdir) as ours:
         ours.container.providers.get("salesforce").check()  # this process's token, outside the timing
-        with harness.profiling([w.pid for w in ours.workers], profile):
-            sim.reset_counters()
-            cpu_before = ours.cpu_seconds()
-            started = time.perf_counter()
-            run = ours.start_run("salesforce", {"invoice_batch_run": batch_run})
-            counts = ours.wait_settled(run.id)
-            wall = time.perf_counter() - started
-            cpu = ours.cpu_seconds() - cpu_before
-        counters = sim.counters()
-        times = run_times(ours.container.ledger, run.id, write="void")
-        runs.cancel_run(ours.container.context, run.id)  # no generate step was sent yet: it can be
-        voided = counts.get(ItemState.REVERSED, 0)
-        wrong = voided_once(counters, eligible)
-        if wrong or voided != len(eligible) or counts.get(ItemState.FAILED, 0):
-            raise RuntimeError(f"not every eligible invoice was voided exactly once: {counts}; {wrong}")
-        return Measured(
-            "orchestrator",
-            voided,
-            times.settled_seconds(wall),
-            cpu,
-            counters["peak_concurrency"],
-            sum(counters["voids"].values()),
-            {
-                "first_write_seconds": times.first_write_seconds(),
-                "steady_per_second": times.steady_per_second(voided),
-                "skipped": counts.get(ItemState.SKIPPED, 0),
-                "worker_peak_rss_mib": ours.peak_rss_mib(),
-                "requests": counters["requests"],
-            },
+        timed = ours.timed_run(
+            "salesforce",
+            {"invoice_batch_run": batch_run},
+            write="void",
+            before=sim.reset_counters,
+            profile=contest.profile,
         )
+        runs.cancel_run(ours.container.context, timed.run_id)  # no generate step was sent yet: it can be
+    counters = sim.counters()
+    voided = timed.counts.get(ItemState.REVERSED, 0)
+    wrong = voided_once(counters, eligible)
+    if wrong or voided != len(eligible) or timed.counts.get(ItemState.FAILED, 0):
+        raise RuntimeError(f"not every eligible invoice was voided exactly once: {timed.counts}; {wrong}")
+    skipped = timed.counts.get(ItemState.SKIPPED, 0)
+    return timed.measured(voided, counters=counters, writes=sum(counters["voids"].values()), extra={"skipped": skipped})
 
 
 # --- the matrix ------------------------------------------------------------------------------------
 
 
-def contest(
-    backends: harness.Backends, latency: float, invoices: int, cap: int, args: argparse.Namespace
-) -> tuple[Measured, Measured]:
+def contest(contest: harness.Contest) -> tuple[Measured, Measured]:
     """Each on an invoice batch run of its own in one simulator."""
-    with salesforce_simulator(latency_ms=latency) as sim:
-        _, eligible = sim.seed(invoices, 100)
-        bare = bare_loop(sim, eligible, cap)
-        harness.show(bare, done="voided")
-        batch_run, eligible = sim.seed(invoices, 101)
-        profile = args.profile / f"{latency:g}ms-{invoices}" if args.profile else None
-        ours = orchestrator(sim, backends, batch_run, eligible, cap=cap, threads=args.threads, profile=profile)
-        harness.show(ours, done="voided")
-    return bare, ours
+    with salesforce_simulator(latency_ms=contest.latency_ms) as sim:
+        _, eligible = sim.seed(contest.invoices, 100)
+        bare = bare_loop(sim, eligible, contest.cap)
+        batch_run, eligible = sim.seed(contest.invoices, 101)
+        return bare, orchestrator(sim, contest, batch_run, eligible)
 
 
 def main(argv: list[str] | None = None) -> None:
