@@ -579,9 +579,18 @@ def show(result: Measured, *, done: str = "invoices") -> None:
     )
 
 
-def platform_args(prog: str, doc: str | None, argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line every platform's bench shares: the sizes, latencies and caps it sweeps, and where."""
+def platform_args(
+    prog: str,
+    doc: str | None,
+    argv: list[str] | None = None,
+    *,
+    configure: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> argparse.Namespace:
+    """The command line every platform's bench shares: the sizes, latencies and caps it sweeps, and where;
+    `configure` adds a platform's own options."""
     parser = argparse.ArgumentParser(prog=prog, description=(doc or "").splitlines()[0])
+    if configure is not None:
+        configure(parser)
     parser.add_argument("--invoices", type=ints, default=[2000, 20000], help="run sizes")
     parser.add_argument("--latency-ms", type=floats, default=[50.0, 0.0], help="simulator latency per call")
     parser.add_argument("--cap", type=ints, default=[8], help="the tenant limit (REBILL_<PLATFORM>_MAX_CONCURRENCY)")

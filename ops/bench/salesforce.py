@@ -12,11 +12,14 @@ run is cancelled once the voids are counted.
 
     python -m ops.bench.salesforce                 # 2,000 and 20,000 invoices at 50 ms and 0 ms
     python -m ops.bench.salesforce --invoices 2000 --latency-ms 50 --cap 8 --threads 16 --quiet-below 1.2
+    python -m ops.bench.salesforce --page-size 2000   # query pages as large as a real org serves
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import Iterator
@@ -36,6 +39,8 @@ CLIENT_SECRET = "bench-client-secret"  # noqa: S105 - the loopback simulator's l
 #: Far above what a bench uses: the pause at 90 % of the org's daily allocation is not what is measured.
 DAILY_ALLOCATION = 10_000_000
 CALLS_PER_INVOICE = 1  # void
+#: The simulator's own default, the contract's smallest page: planning reads the most pages at it.
+SIMULATOR_PAGE_SIZE = 200
 HEADERS = {"Accept": "application/json"}
 
 
@@ -63,12 +68,12 @@ class SalesforceSimulator(harness.SimulatorProcess):
 
 
 @contextmanager
-def salesforce_simulator(*, latency_ms: float) -> Iterator[SalesforceSimulator]:
+def salesforce_simulator(*, latency_ms: float, page_size: int) -> Iterator[SalesforceSimulator]:
     """`python -m simulators.salesforce` on a free port, its own run empty (each contender seeds one)."""
     command = [
         sys.executable, "-m", "simulators.salesforce", "--port", "0", "--invoices", "0",
         "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, "--latency-ms", str(latency_ms),
-        "--daily-allocation", str(DAILY_ALLOCATION),
+        "--daily-allocation", str(DAILY_ALLOCATION), "--page-size", str(page_size),
     ]  # fmt: skip
     with harness.simulator_process(command, "invoice batch run: ") as (proc, url, _):
         yield SalesforceSimulator(proc, url)
@@ -160,9 +165,9 @@ def orchestrator(sim: SalesforceSimulator, contest: harness.Contest, batch_run: 
 # --- the matrix ------------------------------------------------------------------------------------
 
 
-def contest(contest: harness.Contest) -> tuple[Measured, Measured]:
-    """Each on an invoice batch run of its own in one simulator."""
-    with salesforce_simulator(latency_ms=contest.latency_ms) as sim:
+def contest(contest: harness.Contest, *, page_size: int) -> tuple[Measured, Measured]:
+    """Each on an invoice batch run of its own in one simulator (query pages of `page_size` records)."""
+    with salesforce_simulator(latency_ms=contest.latency_ms, page_size=page_size) as sim:
         _, eligible = sim.seed(contest.invoices, 100)
         bare = bare_loop(sim, eligible, contest.cap)
         batch_run, eligible = sim.seed(contest.invoices, 101)
@@ -170,8 +175,18 @@ def contest(contest: harness.Contest) -> tuple[Measured, Measured]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = harness.platform_args("python -m ops.bench.salesforce", __doc__, argv)
-    harness.compare_platform("Salesforce", args, contest, calls_per_invoice=CALLS_PER_INVOICE, done="voided")
+    args = harness.platform_args("python -m ops.bench.salesforce", __doc__, argv, configure=_page_size)
+    contender = functools.partial(contest, page_size=args.page_size)
+    harness.compare_platform("Salesforce", args, contender, calls_per_invoice=CALLS_PER_INVOICE, done="voided")
+
+
+def _page_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=SIMULATOR_PAGE_SIZE,
+        help="records per query page the simulator serves (a real org: up to 2,000)",
+    )
 
 
 if __name__ == "__main__":
