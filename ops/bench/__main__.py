@@ -273,12 +273,15 @@ def main(argv: list[str] | None = None) -> None:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average_before": round(harness.load_average(), 2),
     }
-    if args.only & {"orchestrator", "bare", "sequential"}:
-        results["throughput"] = throughput_matrix(args, backends)
-    if "memory" in args.only:
-        results["coordinator_memory"] = coordinator_memory(args, backends)
-    if "first" in args.only:
-        results["first_reversal"] = first_reversal(args, backends)
+    try:
+        if args.only & {"orchestrator", "bare", "sequential"}:
+            results["throughput"] = throughput_matrix(args, backends)
+        if "memory" in args.only:
+            results["coordinator_memory"] = coordinator_memory(args, backends)
+        if "first" in args.only:
+            results["first_reversal"] = first_reversal(args, backends)
+    finally:
+        backends.stop_embedded_redis()
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["load_average_after"] = round(harness.load_average(), 2)
     print_report(results)

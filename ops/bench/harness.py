@@ -259,6 +259,13 @@ class Backends:
         database = "PostgreSQL " + _safe(self.database_url) if self.database_url else "SQLite (WAL)"
         return f"{redis}; ledger {database}"
 
+    def stop_embedded_redis(self) -> None:
+        """The embedded Redis a run started in `workdir` (when no Redis URL was given) outlives its workers: stop it."""
+        from orchestrator.adapters.broker import embedded
+
+        if not self.redis_url:
+            embedded.stop(self.workdir / "data")
+
     @contextmanager
     def ledger_url(self) -> Iterator[str]:
         """A fresh, empty ledger per scenario: a new SQLite file or a new PostgreSQL schema."""
@@ -632,8 +639,6 @@ def compare_platform(
     """Every (latency, size, cap) of `args` contested, each row with its ratio to the bare loop, to the
     theoretical limit `cap / (calls per invoice x latency)`, and the CPU orchestrating adds; a table on
     stdout and the results as JSON."""
-    from orchestrator.adapters.broker import embedded
-
     backends = Backends(args.redis_url, args.database_url)
     info = machine()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -677,8 +682,7 @@ def compare_platform(
                 for result in (bare, ours)
             ]
     finally:
-        if not backends.redis_url:
-            embedded.stop(backends.workdir / "data")
+        backends.stop_embedded_redis()
     print(f"\n| latency | invoices | cap | contender | {done}/s | vs bare | from the first write, vs bare "
           "| vs theoretical | CPU ms/invoice | orchestration CPU ms/invoice | load average |")  # fmt: skip
     print("|---" * 11 + "|")

@@ -97,6 +97,7 @@ def one_run(args: argparse.Namespace, fault: str | None, seed: int) -> dict[str,
                     worker.process.send_signal(signal.SIGCONT)
                 worker.stop()
             container.close()
+            backends.stop_embedded_redis()
 
 
 def planning_killed(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,6 +153,7 @@ def planning_killed(args: argparse.Namespace) -> dict[str, Any]:
             for worker in workers:
                 worker.stop()
             container.close()
+            backends.stop_embedded_redis()
 
 
 def main(argv: list[str] | None = None) -> None:
