@@ -166,6 +166,7 @@ class FakeProvider:
     calls: Counter[str] = field(default_factory=Counter)
     faults: dict[tuple[str, str], list[BaseException]] = field(default_factory=lambda: defaultdict(list))
     lost_replies: dict[tuple[str, str], BaseException] = field(default_factory=dict)
+    meanwhile: dict[tuple[str, str], Callable[[], object]] = field(default_factory=dict)
     observer: CallObserver | None = None
     now: Callable[[], datetime] = field(default=_utc_now)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -193,6 +194,10 @@ class FakeProvider:
         """The next `operation` on `key` takes effect, then raises `error` (the reply was lost)."""
         self.lost_replies[(operation, key)] = error
 
+    def while_calling(self, operation: str, key: str, happening: Callable[[], object]) -> None:
+        """The next `operation` on `key` waits for `happening` (another worker's work, say) before it starts."""
+        self.meanwhile[(operation, key)] = happening
+
     def script(self, *statuses: str, run_id: str | None = None) -> None:
         """The statuses a job shows on its following reads (the last one stays): of the next job
         created, or of the job already sent for `run_id`."""
@@ -218,6 +223,10 @@ class FakeProvider:
 
     @contextlib.contextmanager
     def _call(self, operation: str, key: str) -> Iterator[None]:
+        with self.lock:
+            happening = self.meanwhile.pop((operation, key), None)
+        if happening is not None:
+            happening()
         with self.lock:
             self.calls[operation] += 1
             queued = self.faults.get((operation, key))

@@ -531,6 +531,10 @@ class Ledger(Protocol):
         """Schedule the chunk's next wake-up at `at`, unless one is already scheduled after `now`."""
         ...
 
+    def hasten_chunk(self, chunk_id: int, *, at: datetime, now: datetime) -> bool:
+        """Schedule a wake-up at `at`, unless a delivery of the chunk is being worked or one is due by then."""
+        ...
+
     def fail_open_items(self, chunk_id: int, *, reason: str, now: datetime) -> int: ...
 
     def has_open_items(self, run_id: str) -> bool:

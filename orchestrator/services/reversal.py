@@ -76,8 +76,20 @@ def _help_with_the_tail(ctx: Context, run: Run, *, until: datetime) -> None:
     while ctx.clock() < until and (chunk_id := ctx.ledger.chunk_to_help(run.id, now=ctx.clock())) is not None:
         if not _work_through(ctx, run, chunk_id):
             return
-        ctx.ledger.chunk_progress(chunk_id, now=ctx.clock())
+        _wake_for_what_was_left(ctx, run, chunk_id)
         advance(ctx, run.id)
+
+
+def _wake_for_what_was_left(ctx: Context, run: Run, chunk_id: int) -> None:
+    """An item a helper left waiting for a retry must not wait for the wake-up its chunk's own task,
+    finished meanwhile, scheduled for the helper's lease (a lease is minutes; a retry, seconds)."""
+    now = ctx.clock()
+    progress = ctx.ledger.chunk_progress(chunk_id, now=now)
+    if progress.done or progress.wake_at is None:
+        return
+    wake_at = max(progress.wake_at, now)
+    if ctx.ledger.hasten_chunk(chunk_id, at=wake_at, now=now):
+        ctx.dispatcher.reverse_chunk(run.id, chunk_id, countdown=ctx.countdown_until(wake_at))
 
 
 def _work_through(ctx: Context, run: Run, chunk_id: int) -> int:

@@ -494,6 +494,24 @@ class TestClaims:
         assert slow.invoice.invoice_id not in world.provider.reversals()
         assert all(count == 1 for count in world.provider.reversals().values())
 
+    def test_an_item_a_helper_leaves_to_retry_does_not_wait_for_the_lease(self, world: World) -> None:
+        run_id = world.start()
+        busy = world.first_chunk(run_id)
+        world.dispatcher.sent = [message for message in world.dispatcher.sent if message[1] != (run_id, busy)]
+        world.ledger.record_delivery(busy)  # its own task is in it...
+        first = world.chunk(run_id, busy)[0].invoice.invoice_id
+        # ...and finishes (scheduling its wake-up for the helper's lease) while a helper's call on the
+        # chunk's first invoice is answered "busy, try again in 3 s".
+        world.provider.while_calling("invoice.check", first, lambda: reversal.process_chunk(world.ctx, run_id, busy))
+        world.provider.fail("invoice.check", first, ProviderThrottled("busy", retry_after=3))
+        started = world.clock.now
+
+        while world.run(run_id).state is not RunState.COMPLETED:
+            world.deliver(limit=1)
+
+        assert world.clock.now - started < world.ctx.tuning.lease  # the retry's seconds, not the lease
+        assert world.provider.reversals()[first] == 1
+
     def test_no_help_is_taken_up_once_the_task_has_run_half_the_visibility_timeout(self, world: World) -> None:
         world.ctx.tuning = dataclasses.replace(world.ctx.tuning, max_countdown_seconds=0)
         run_id = world.start()

@@ -346,6 +346,34 @@ class ItemClaims(LedgerBase):
                 == 1
             )
 
+    def hasten_chunk(self, chunk_id: int, *, at: datetime, now: datetime) -> bool:
+        """Schedule a wake-up at `at` unless a delivery is being worked or one is due by then.
+
+        The chunk's own task may have scheduled its wake-up for the lease a helper held, which the
+        helper has since released; a wake-up is never left waiting for that lease. At worst the
+        chunk gets one delivery too many, which finds its items claimed or settled."""
+        with self._write.begin() as conn:
+            return (
+                conn.execute(
+                    update(ChunkRow)
+                    .where(
+                        ChunkRow.id == chunk_id,
+                        ChunkRow.deliveries == 0,
+                        or_(
+                            ChunkRow.dispatched_at.is_(None),
+                            ChunkRow.dispatched_at <= now,
+                            ChunkRow.dispatched_at > at,
+                        ),
+                    )
+                    .values(
+                        state=ChunkState.QUEUED.value,
+                        dispatched_at=at,
+                        dispatch_count=ChunkRow.dispatch_count + 1,
+                    )
+                ).rowcount
+                == 1
+            )
+
     def fail_open_items(self, chunk_id: int, *, reason: str, now: datetime) -> int:
         with self._write.begin() as conn:
             return int(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pytest
+
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.run import ItemOutcome, ItemState
 from orchestrator.services.ports import FinishedItem
@@ -49,3 +53,40 @@ class TestSetItemOutcomes:
             "rebilled by hand",
             False,
         )
+
+
+class TestHastenChunk:
+    """A chunk's wake-up is brought forward, never past one due sooner nor into a delivery being worked."""
+
+    @pytest.mark.parametrize(
+        ("scheduled_in", "hasten_to", "delivering", "moved"),
+        [
+            pytest.param(120, 3, False, True, id="a-later-wake-up-is-brought-forward"),
+            pytest.param(2, 3, False, False, id="one-due-sooner-is-kept"),
+            pytest.param(3, 3, False, False, id="one-due-then-is-kept"),
+            pytest.param(0, 3, False, True, id="one-already-due-gets-a-new-one"),
+            pytest.param(120, 3, True, False, id="a-delivery-being-worked-decides-itself"),
+        ],
+    )
+    def test_when_a_wake_up_is_brought_forward(
+        self,
+        ledger: SqlLedger,
+        clock: FakeClock,
+        make_run: MakeRun,
+        scheduled_in: float,
+        hasten_to: float,
+        delivering: bool,
+        moved: bool,
+    ) -> None:
+        run = make_run(invoices=2)
+        chunk_id = next(ledger.iter_items(run.id)).chunk_id
+        assert chunk_id is not None
+        assert ledger.requeue_chunk(chunk_id, at=clock.now + timedelta(seconds=scheduled_in), now=clock())
+        if delivering:
+            ledger.record_delivery(chunk_id)
+
+        hastened = ledger.hasten_chunk(chunk_id, at=clock.now + timedelta(seconds=hasten_to), now=clock())
+
+        assert hastened is moved
+        # Whichever wake-up it holds is still to come: the chunk takes no other.
+        assert not ledger.requeue_chunk(chunk_id, at=clock.now, now=clock())
