@@ -88,6 +88,8 @@ ALT_CALLER_ID = "rebill"
 RUN_QUALIFIER = "run_id"
 #: Invoice numbers of a file read (one object query each) per plan page.
 FILE_PAGE = 100
+#: Headers planned (their history reads made) per plan page, so the first chunk goes out early.
+PLAN_SLICE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +205,19 @@ class AriaProvider:
         return Preparation()
 
     def iter_plan(self, run: Run, *, cursor: int) -> Iterator[PlanPage]:
+        """A query page is planned `PLAN_SLICE` headers at a time: each slice's history reads go out one
+        after another, so the first chunk is sent after a slice's reads rather than a whole page's."""
         for page in self._selected(_selection(run), cursor=cursor):
-            rebilled = self._rebilled([header for _, header in page.headers if header is not None])
-            yield PlanPage(
-                items=tuple(_planned(number, header, rebilled) for number, header in page.headers),
-                cursor=page.start,
-                next_cursor=None if page.last else page.start + len(page.headers),
-            )
+            histories: dict[int, InvoiceHistory] = {}
+            for offset in range(0, max(len(page.headers), 1), PLAN_SLICE):
+                piece = page.headers[offset : offset + PLAN_SLICE]
+                rebilled = self._rebilled([header for _, header in piece if header is not None], histories)
+                end = offset + len(piece)
+                yield PlanPage(
+                    items=tuple(_planned(number, header, rebilled) for number, header in piece),
+                    cursor=page.start + offset,
+                    next_cursor=None if page.last and end >= len(page.headers) else page.start + end,
+                )
 
     def _selected(self, selection: AriaSelection, *, cursor: int) -> Iterator[_Headers]:
         """The selection's invoices from `cursor`, a page at a time, one page held at once."""
@@ -237,11 +245,11 @@ class AriaProvider:
         page = self._client.get_invoice_information(one_invoice(invoice_no), limit=1)
         return next((header for header in page.invoice_details_m if header.invoice_no == invoice_no), None)
 
-    def _rebilled(self, headers: Sequence[InvoiceHeader]) -> set[int]:
-        """Which of `headers` were rebilled, reading the history only of accounts where it decides a verdict."""
+    def _rebilled(self, headers: Sequence[InvoiceHeader], histories: dict[int, InvoiceHistory]) -> set[int]:
+        """Which of `headers` were rebilled, reading the history only of accounts where it decides a
+        verdict (each account's once: `histories` keeps those read)."""
         unknown = [header for header in headers if rebill_unknown(header)]
         rebilled: set[int] = set()
-        histories: dict[int, InvoiceHistory] = {}
         for header in unknown:
             history = histories.get(header.acct_no)
             if history is None:
