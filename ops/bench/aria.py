@@ -2,11 +2,12 @@
 same calls at the same cap.
 
 For each latency and bill-run size, the Aria simulator (its own process, on loopback) is seeded with
-one bill run per contender (a bill date each). Per eligible invoice both make the same three calls:
-the invoice's header (object query), its lines (get_invoice_details_m), and gen_rb_m with the
-corrections applied. The bare loop is handed the eligible invoices; the orchestrator plans them
-itself (object-query pages, and the history of accounts whose headers leave the verdict open),
-claims each with a lease, keeps a ledger row per invoice and holds the tenant limit in Redis.
+one bill run per contender (a bill date each). Both make the same calls: per eligible invoice its
+header (object query), its lines (get_invoice_details_m) and gen_rb_m with the corrections applied,
+and once per account whose header leaves the verdict open its invoice history (whether it was
+rebilled already: skipping that read would risk a second rebill). The bare loop is handed the
+eligible invoices; the orchestrator plans them itself (object-query pages, the histories), claims
+each with a lease, keeps a ledger row per invoice and holds the tenant limit in Redis.
 
     python -m ops.bench.aria                       # 2,000 and 20,000 invoices at 50 ms and 0 ms
     python -m ops.bench.aria --invoices 2000 --latency-ms 50 --cap 8 --threads 16 --quiet-below 1.2
@@ -28,15 +29,16 @@ from ops.bench import harness
 from ops.bench.harness import Measured
 from orchestrator.adapters.providers.aria.client import CORE_PATH, OBJECT_QUERY_PATH
 from orchestrator.adapters.providers.aria.corrections import load_corrections, rebill_lines
+from orchestrator.adapters.providers.aria.eligibility import rebill_unknown
 from orchestrator.adapters.providers.aria.queries import one_invoice
-from orchestrator.adapters.providers.aria.wire import InvoiceDetails
+from orchestrator.adapters.providers.aria.wire import InvoiceDetails, InvoiceHeader
 from orchestrator.adapters.providers.http import decode_json, encode_json
 
 CLIENT_NO = 7_000_123
 AUTH_KEY = "bench-auth-key"
 REASON_CODE = 2
 CORRECTIONS = harness.ROOT / "ops" / "demo" / "aria-corrections.csv"
-CALLS_PER_INVOICE = 3  # header, lines, gen_rb_m
+CALLS_PER_INVOICE = 3  # header, lines, gen_rb_m (and an account's history where its headers need it)
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -97,7 +99,8 @@ def bare_loop(sim: AriaSimulator, accounts: list[list[int]], cap: int) -> Measur
 
 async def _bare(url: str, accounts: list[list[int]], cap: int) -> None:
     """`cap` coroutines, each taking the next account and rebilling its invoices one after another
-    (Aria refuses concurrent work on one billing group with 3108)."""
+    (Aria refuses concurrent work on one billing group with 3108); an account's history is read once,
+    at its first header that leaves the verdict open, as the orchestrator's planning does."""
     corrections = load_corrections(CORRECTIONS)
     queue = list(reversed(accounts))
     limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
@@ -112,11 +115,22 @@ async def _bare(url: str, accounts: list[list[int]], cap: int) -> None:
                 raise RuntimeError(f"{rest_call}: {payload['error_code']} {payload['error_msg']}")
             return payload
 
-        async def rebill(invoice_no: int) -> None:
+        async def rebill(invoice_no: int, histories_read: set[int]) -> None:
             page = await call(
                 OBJECT_QUERY_PATH, "get_invoice_information_m", query_string=one_invoice(invoice_no).text, limit=1
             )
-            acct_no = page["invoice_details_m"][0]["acct_no"]
+            header = InvoiceHeader.model_validate(page["invoice_details_m"][0])
+            acct_no = header.acct_no
+            if rebill_unknown(header) and acct_no not in histories_read:
+                histories_read.add(acct_no)
+                await call(
+                    CORE_PATH,
+                    "get_invoice_history_m",
+                    acct_no=acct_no,
+                    master_plan_instance_id=-1,
+                    include_voided="false",
+                    rb_option=0,
+                )
             details = InvoiceDetails.model_validate(
                 await call(CORE_PATH, "get_invoice_details_m", invoice_no=invoice_no, acct_no=acct_no)
             )
@@ -136,8 +150,9 @@ async def _bare(url: str, accounts: list[list[int]], cap: int) -> None:
 
         async def worker() -> None:
             while queue:
+                histories_read: set[int] = set()
                 for invoice_no in queue.pop():
-                    await rebill(invoice_no)
+                    await rebill(invoice_no, histories_read)
 
         await asyncio.gather(*(worker() for _ in range(cap)))
 
