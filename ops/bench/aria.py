@@ -2,12 +2,12 @@
 same calls at the same cap.
 
 For each latency and bill-run size, the Aria simulator (its own process, on loopback) is seeded with
-one bill run per contender (a bill date each). Both make the same calls: per eligible invoice its
-header (object query), its lines (get_invoice_details_m) and gen_rb_m with the corrections applied,
-and once per account whose header leaves the verdict open its invoice history (whether it was
-rebilled already: skipping that read would risk a second rebill). The bare loop is handed the
-eligible invoices; the orchestrator plans them itself (object-query pages, the histories), claims
-each with a lease, keeps a ledger row per invoice and holds the tenant limit in Redis.
+one bill run per contender (a bill date each). Both make the same calls: the bill run's headers in
+object-query pages, the invoice history of each account whose header leaves the verdict open (to
+tell an invoice rebilled already from a paid one), and per eligible invoice its header again, its
+lines (get_invoice_details_m) and gen_rb_m with the corrections applied. The bare loop does only that;
+the orchestrator also claims each invoice with a lease, keeps a ledger row per invoice and holds the
+tenant limit in Redis.
 
     python -m ops.bench.aria                       # 2,000 and 20,000 invoices at 50 ms and 0 ms
     python -m ops.bench.aria --invoices 2000 --latency-ms 50 --cap 8 --threads 16 --quiet-below 1.2
@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import httpx
@@ -29,16 +30,18 @@ from ops.bench import harness
 from ops.bench.harness import Measured
 from orchestrator.adapters.providers.aria.client import CORE_PATH, OBJECT_QUERY_PATH
 from orchestrator.adapters.providers.aria.corrections import load_corrections, rebill_lines
-from orchestrator.adapters.providers.aria.eligibility import rebill_unknown
-from orchestrator.adapters.providers.aria.queries import one_invoice
-from orchestrator.adapters.providers.aria.wire import InvoiceDetails, InvoiceHeader
+from orchestrator.adapters.providers.aria.eligibility import rebill_unknown, verdict
+from orchestrator.adapters.providers.aria.queries import bill_run, one_invoice
+from orchestrator.adapters.providers.aria.settings import AriaSettings
+from orchestrator.adapters.providers.aria.wire import InvoiceDetails, InvoiceHeader, InvoiceHistory, InvoicePage
 from orchestrator.adapters.providers.http import decode_json, encode_json
 
 CLIENT_NO = 7_000_123
 AUTH_KEY = "bench-auth-key"
 REASON_CODE = 2
 CORRECTIONS = harness.ROOT / "ops" / "demo" / "aria-corrections.csv"
-CALLS_PER_INVOICE = 3  # header, lines, gen_rb_m (and an account's history where its headers need it)
+CALLS_PER_INVOICE = 3  # header, lines, gen_rb_m (besides the pages and histories both read)
+PAGE: int = AriaSettings.model_fields["page_size"].default  # headers per object-query page, as the provider
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -53,16 +56,6 @@ class AriaSimulator(harness.SimulatorProcess):
             reply.raise_for_status()
             seeded: dict[str, Any] = reply.json()
             return seeded
-
-    def eligible_by_account(self, bill_date: str) -> list[list[int]]:
-        """The bill run's eligible invoices, an account's together (read before the timing starts)."""
-        with self.admin() as client:
-            invoices = client.get("/_sim/invoices", params={"bill_date": bill_date}).json()
-        accounts: dict[int, list[int]] = {}
-        for invoice in invoices:
-            if invoice["eligible"]:
-                accounts.setdefault(invoice["acct_no"], []).append(invoice["invoice_no"])
-        return list(accounts.values())
 
 
 @contextmanager
@@ -79,58 +72,68 @@ def aria_simulator(*, latency_ms: float) -> Iterator[AriaSimulator]:
 # --- the bare loop ---------------------------------------------------------------------------------
 
 
-def bare_loop(sim: AriaSimulator, accounts: list[list[int]], cap: int) -> Measured:
+def bare_loop(sim: AriaSimulator, bill_date: str, cap: int) -> Measured:
     sim.reset_counters()
     cpu_before = time.process_time()
     started = time.perf_counter()
-    asyncio.run(_bare(sim.url, accounts, cap))
+    rebilled = asyncio.run(_bare(sim.url, date.fromisoformat(bill_date), cap))
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     counters = sim.counters()
     return Measured(
-        "bare asyncio + httpx",
-        sum(len(invoice_nos) for invoice_nos in accounts),
-        seconds,
-        cpu,
-        counters["peak_concurrency"],
-        counters["rebills_total"],
+        "bare asyncio + httpx", rebilled, seconds, cpu, counters["peak_concurrency"], counters["rebills_total"]
     )
 
 
-async def _bare(url: str, accounts: list[list[int]], cap: int) -> None:
-    """`cap` coroutines, each taking the next account and rebilling its invoices one after another
-    (Aria refuses concurrent work on one billing group with 3108); an account's history is read once,
-    at its first header that leaves the verdict open, as the orchestrator's planning does."""
+async def _bare(url: str, bill_date: date, cap: int) -> int:
+    """The bill run's headers a page at a time (the orchestrator's query and page size); per account, its
+    history once where a header needs it, then its eligible invoices one after another (Aria refuses
+    concurrent work on one billing group with 3108), each as the orchestrator does it: its header again,
+    its lines, gen_rb_m. Pages are read while `cap` coroutines work the accounts already read, and every
+    call holds one of `cap` slots. Returns how many invoices were rebilled."""
     corrections = load_corrections(CORRECTIONS)
-    queue = list(reversed(accounts))
-    limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
+    slots = asyncio.Semaphore(cap)
+    accounts: asyncio.Queue[tuple[int, list[InvoiceHeader]] | None] = asyncio.Queue()
+    busy: dict[int, asyncio.Lock] = {}
+    histories: dict[int, InvoiceHistory] = {}
+    rebilled = 0
+    limits = httpx.Limits(max_connections=cap + 1, max_keepalive_connections=cap + 1)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30, trust_env=False) as client:
 
         async def call(path: str, rest_call: str, **params: Any) -> Any:
             body = {"rest_call": rest_call, "client_no": CLIENT_NO, "auth_key": AUTH_KEY, "output_format": "json"}
-            reply = await client.post(path, content=encode_json({**body, **params}), headers=JSON_HEADERS)
+            async with slots:
+                reply = await client.post(path, content=encode_json({**body, **params}), headers=JSON_HEADERS)
             reply.raise_for_status()
             payload = decode_json(reply.content)
             if payload["error_code"] != 0:
                 raise RuntimeError(f"{rest_call}: {payload['error_code']} {payload['error_msg']}")
             return payload
 
-        async def rebill(invoice_no: int, histories_read: set[int]) -> None:
+        async def read_pages() -> None:
+            query, offset = bill_run(bill_date).text, 0
+            while True:
+                page = InvoicePage.model_validate(
+                    await call(
+                        OBJECT_QUERY_PATH, "get_invoice_information_m", query_string=query, limit=PAGE, offset=offset
+                    )
+                )
+                by_account: dict[int, list[InvoiceHeader]] = {}
+                for header in page.invoice_details_m:
+                    by_account.setdefault(header.acct_no, []).append(header)
+                for account in by_account.items():
+                    accounts.put_nowait(account)
+                offset += len(page.invoice_details_m)
+                if not page.invoice_details_m or (page.total_records is not None and offset >= page.total_records):
+                    break
+            for _ in range(cap):
+                accounts.put_nowait(None)
+
+        async def rebill(invoice_no: int) -> None:
             page = await call(
                 OBJECT_QUERY_PATH, "get_invoice_information_m", query_string=one_invoice(invoice_no).text, limit=1
             )
-            header = InvoiceHeader.model_validate(page["invoice_details_m"][0])
-            acct_no = header.acct_no
-            if rebill_unknown(header) and acct_no not in histories_read:
-                histories_read.add(acct_no)
-                await call(
-                    CORE_PATH,
-                    "get_invoice_history_m",
-                    acct_no=acct_no,
-                    master_plan_instance_id=-1,
-                    include_voided="false",
-                    rb_option=0,
-                )
+            acct_no = page["invoice_details_m"][0]["acct_no"]
             details = InvoiceDetails.model_validate(
                 await call(CORE_PATH, "get_invoice_details_m", invoice_no=invoice_no, acct_no=acct_no)
             )
@@ -149,12 +152,30 @@ async def _bare(url: str, accounts: list[list[int]], cap: int) -> None:
             )
 
         async def worker() -> None:
-            while queue:
-                histories_read: set[int] = set()
-                for invoice_no in queue.pop():
-                    await rebill(invoice_no, histories_read)
+            nonlocal rebilled
+            while (account := await accounts.get()) is not None:
+                acct_no, headers = account
+                async with busy.setdefault(acct_no, asyncio.Lock()):
+                    if any(rebill_unknown(header) for header in headers) and acct_no not in histories:
+                        histories[acct_no] = InvoiceHistory.model_validate(
+                            await call(
+                                CORE_PATH,
+                                "get_invoice_history_m",
+                                acct_no=acct_no,
+                                master_plan_instance_id=-1,
+                                include_voided="false",
+                                rb_option=0,
+                            )
+                        )
+                    for header in headers:
+                        history = histories.get(acct_no)
+                        done_before = history is not None and history.rebilled(header.invoice_no)
+                        if verdict(header, rebilled=done_before) is None:
+                            await rebill(header.invoice_no)
+                            rebilled += 1
 
-        await asyncio.gather(*(worker() for _ in range(cap)))
+        await asyncio.gather(read_pages(), *(worker() for _ in range(cap)))
+    return rebilled
 
 
 # --- the orchestrator ------------------------------------------------------------------------------
@@ -197,8 +218,10 @@ def orchestrator(sim: AriaSimulator, contest: harness.Contest, bill_date: str, e
 def contest(contest: harness.Contest) -> tuple[Measured, Measured]:
     """Each on a bill run of its own (a bill date each) in one simulator."""
     with aria_simulator(latency_ms=contest.latency_ms) as sim:
-        sim.seed(contest.invoices, 100, "2031-01-01")
-        bare = bare_loop(sim, sim.eligible_by_account("2031-01-01"), contest.cap)
+        eligible = len(sim.seed(contest.invoices, 100, "2031-01-01")["eligible"])
+        bare = bare_loop(sim, "2031-01-01", contest.cap)
+        if bare.invoices != eligible or bare.reversals != eligible:
+            raise RuntimeError(f"the bare loop rebilled {bare.invoices} ({bare.reversals} gen_rb_m) of {eligible}")
         seeded = sim.seed(contest.invoices, 101, "2031-02-01")
         return bare, orchestrator(sim, contest, "2031-02-01", len(seeded["eligible"]))
 
