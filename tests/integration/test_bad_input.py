@@ -16,16 +16,8 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_ids(stack: Stack) -> set[str]:
-    container = stack.container()
-    try:
-        return {run.id for run in container.ledger.list_runs(10_000)}
-    finally:
-        container.close()
-
-
 def refused(stack: Stack, key: str, env: dict[str, str], expected: str) -> None:
-    runs_before = run_ids(stack)
+    runs_before = stack.run_ids()
     result = stack.cli("run", "--billing-log", key, env=env)
 
     assert result.exit_code == 2, result.output
@@ -34,7 +26,7 @@ def refused(stack: Stack, key: str, env: dict[str, str], expected: str) -> None:
     assert lines[0].startswith("error: ")
     assert expected in lines[0]
     assert "Traceback" not in result.output
-    assert run_ids(stack) == runs_before
+    assert stack.run_ids() == runs_before
 
 
 def test_wrong_credentials(stack: Stack) -> None:

@@ -160,10 +160,10 @@ def test_a_corrected_bills_file_with_a_bad_line_is_refused_before_the_run_exists
     lines[2] = lines[2].replace(lines[2].split(",")[5], "12,50", 1)  # a comma in the cost: one cell too many
     bad = tmp_path / "corrected.csv"
     bad.write_text("\n".join(lines) + "\n")
-    runs_before = stack.cli("runs").output
+    runs_before = stack.run_ids()
 
     result = stack.cli("run", "--account-period", str(period.account_period), "--rebill-file", str(bad))
 
     assert result.exit_code == 2, result.output
     assert f"{bad} line 3:" in result.output
-    assert stack.cli("runs").output == runs_before
+    assert stack.run_ids() == runs_before

@@ -231,7 +231,7 @@ def first_line(stream: IO[str], *, timeout: float) -> str:
 class TestStartRefusals:
     def test_a_broker_that_does_not_answer_is_named_as_the_broker(self, stack: Stack) -> None:
         billing = stack.seed(5)
-        before = {run["run_id"] for run in json.loads(stack.cli("runs", "--json", "--limit", "10000").output)}
+        before = stack.run_ids()
 
         result = stack.cli("run", "--billing-log", billing.original_key, env={"REBILL_BROKER_URL": NOTHING_LISTENS})
 
@@ -240,7 +240,7 @@ class TestStartRefusals:
         assert line.startswith(f"error: cannot reach the broker (REBILL_BROKER_URL={NOTHING_LISTENS}): ")
         assert "iMIS" not in line
         assert "REBILL_IMIS" not in line
-        after = {run["run_id"] for run in json.loads(stack.cli("runs", "--json", "--limit", "10000").output)}
+        after = stack.run_ids()
         assert after == before
 
     @pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry run"])

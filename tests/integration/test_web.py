@@ -134,6 +134,15 @@ def text_of(driver: Chrome, css: str) -> str:
     return str(found).strip()
 
 
+def listed_runs(driver: Chrome) -> dict[str, str]:
+    """The runs table's rows (run id → row text), read in the page in one step: after a filter is submitted
+    the old page's rows go stale as the new page loads."""
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#runs tbody tr'), r => [r.dataset.runId, r.innerText])"
+    )
+    return {str(run_id): str(text) for run_id, text in rows}
+
+
 def attribute_of(element: WebElement, name: str) -> str:
     """An attribute the page always writes (selenium reads a missing one as None)."""
     value = element.get_attribute(name)
@@ -199,10 +208,7 @@ class TestRunsPage:
         self, browser: Chrome, web: WebProcess, runs: Runs
     ) -> None:
         browser.get(web.url + "/")
-        shown = {
-            row.get_attribute("data-run-id"): row.text
-            for row in browser.find_elements("css selector", "#runs tbody tr")
-        }
+        shown = listed_runs(browser)
 
         assert runs.failed in shown
         assert runs.completed in shown
@@ -213,13 +219,12 @@ class TestRunsPage:
         assert "COMPLETED" in shown[runs.completed]
         browser.find_element("css selector", "input[name=dry]").click()
         browser.find_element("css selector", ".filters button").click()
-        assert runs.dry in [
-            row.get_attribute("data-run-id") for row in browser.find_elements("css selector", "#runs tbody tr")
-        ]
+        wait_until(lambda: "dry=" in browser.current_url, what="the filtered page")
+        assert runs.dry in listed_runs(browser)
 
     def test_filters_by_state_and_links_to_the_run(self, browser: Chrome, web: WebProcess, runs: Runs) -> None:
         browser.get(web.url + "/?state=COMPLETED&provider=imis")
-        listed = [row.get_attribute("data-run-id") for row in browser.find_elements("css selector", "#runs tbody tr")]
+        listed = listed_runs(browser)
 
         assert runs.completed in listed
         assert runs.failed not in listed

@@ -155,6 +155,14 @@ class Stack:
         runner = CliRunner()
         return runner.invoke(cli, list(args), env={**self.env, **(env or {})}, obj=CliState(), catch_exceptions=False)
 
+    def run_ids(self) -> set[str]:
+        """Every run in the ledger, to show that a refused command left none behind."""
+        container = self.container()
+        try:
+            return {run.id for run in container.ledger.list_runs(10_000)}
+        finally:
+            container.close()
+
     def run_status(self, run_id: str) -> RunStatusDocument:
         """`rebill status RUN --json`, parsed."""
         result = self.cli("status", run_id, "--json")
