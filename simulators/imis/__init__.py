@@ -9,6 +9,7 @@ errors.py    SimError and the refusals the HTTP layer answers (404, 409, 400, bu
 filters.py   the list endpoints' `?Property=operation:value` query filters
 tasks.py     TaskRunner: the reverse-and-rebill task, walking its billing log 5 -> 1 -> 2 in the background
 seeding.py   seed_billing (a deterministic billing and older ones) and seed_examples
+store.py     the protocols seeding.py and tasks.py are typed against (ImisState fits them): no import cycle
 examples.py  the seed pages' examples, as data
 wire.py      iMIS's JSON both ways ($type envelopes, money, dates)
 faults.py    Faults: the kit's shared faults plus iMIS's own (refusals, task pace and end, fail_invoices)

@@ -18,7 +18,7 @@ import random
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from simulators.imis import examples
 from simulators.imis.entities import (
@@ -38,9 +38,7 @@ from simulators.imis.entities import (
     guid,
 )
 from simulators.imis.errors import Conflict
-
-if TYPE_CHECKING:
-    from simulators.imis.state import ImisState
+from simulators.imis.store import SeedingStore
 
 DEFAULT_CYCLE = examples.CYCLE
 DEFAULT_EFFECTIVE_DATE = examples.EFFECTIVE_DATE
@@ -81,7 +79,7 @@ class SeededBilling:
 
 
 def seed_billing(
-    state: ImisState,
+    state: SeedingStore,
     invoices: int,
     seed: int,
     cycle_name: str = DEFAULT_CYCLE,
@@ -121,7 +119,7 @@ class _PlannedLog:
 
 
 def _plan_billing(
-    state: ImisState,
+    state: SeedingStore,
     n: int,
     seed: int,
     attempt: int,
@@ -213,7 +211,7 @@ def _plan_billing(
 
 
 def _apply_billing_plan(
-    state: ImisState,
+    state: SeedingStore,
     plan: tuple[_PlannedLog, list[_PlannedLog], dict[str, str]],
     seed: int,
     cycle_name: str,
@@ -248,7 +246,7 @@ def _apply_billing_plan(
     )
 
 
-def _create_seeded_log(state: ImisState, planned: _PlannedLog, cycle_name: str, method: int) -> BillingLog:
+def _create_seeded_log(state: SeedingStore, planned: _PlannedLog, cycle_name: str, method: int) -> BillingLog:
     billing_date = planned.effective_date - timedelta(days=17, hours=-9)
     batch_id = state.new_batch_id()
     log = state.add_billing_log(
@@ -331,7 +329,7 @@ def _years_before(moment: datetime, years: int) -> datetime:
 # --------------------------------------------------------------------------------------------
 
 
-def seed_examples(state: ImisState, invoice_8158: Literal["cash", "accrual", "order"] = "cash") -> SeededBilling:
+def seed_examples(state: SeedingStore, invoice_8158: Literal["cash", "accrual", "order"] = "cash") -> SeededBilling:
     """Create exactly what the seed pages' examples refer to (`examples.py`), once per state.
 
     `invoice_8158` picks which kind invoice 8158 is: the adjusting page sends every Process* example
@@ -374,7 +372,7 @@ def seed_examples(state: ImisState, invoice_8158: Literal["cash", "accrual", "or
         )
 
 
-def _create_example_log(state: ImisState, billing: examples.ExampleBilling) -> None:
+def _create_example_log(state: SeedingStore, billing: examples.ExampleBilling) -> None:
     """The billing's log, and its batch: Posted (the log completed) or Ready (the log at Status 4)."""
     unposted = billing.unposted
     batch_id = state.new_batch_id() if unposted is None else unposted.batch_id
@@ -415,7 +413,7 @@ def _create_example_log(state: ImisState, billing: examples.ExampleBilling) -> N
     )
 
 
-def _create_example_invoice(state: ImisState, example: examples.ExampleInvoice) -> None:
+def _create_example_invoice(state: SeedingStore, example: examples.ExampleInvoice) -> None:
     state.add_invoice(
         Invoice(
             invoice_id=example.invoice_id,

@@ -15,7 +15,8 @@ Business rules in short:
 
 The parts it is built from: `entities.py` (what it stores), `commands.py` (what it is asked),
 `errors.py` (how it refuses), `filters.py` (the list queries), `seeding.py` with `examples.py` (seed
-data), `tasks.py` (the reverse-and-rebill task, walking its billing log 5 -> 1 -> 2 in the background).
+data), `tasks.py` (the reverse-and-rebill task, walking its billing log 5 -> 1 -> 2 in the background);
+those two see this class only through the protocols of `store.py`, so they need not import it.
 """
 
 from __future__ import annotations

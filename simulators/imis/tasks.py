@@ -27,7 +27,6 @@ import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from simulators.imis.commands import BillGeneration, ReverseAction, TaskRequest
 from simulators.imis.entities import (
@@ -45,15 +44,13 @@ from simulators.imis.entities import (
     TaskRecord,
 )
 from simulators.imis.errors import BadRequest, Conflict, Refused
-
-if TYPE_CHECKING:
-    from simulators.imis.state import ImisState
+from simulators.imis.store import TaskStore
 
 
 class TaskRunner:
     """Runs the tasks of one state, each on its own daemon thread, under the state's lock."""
 
-    def __init__(self, state: ImisState) -> None:
+    def __init__(self, state: TaskStore) -> None:
         self._state = state
         self._stop = threading.Event()
 
