@@ -4,9 +4,9 @@
   invoice or none is Posted; the generate dates are fixed here (default: today in the org's zone).
 - plan: the selection's invoices ordered by Id, page by page as the org pages them
   (`nextRecordsUrl`); per 200 of them their lines, every invoice on their billing schedules and
-  those invoices' status, so each gets the contract's verdict (`verdicts.py`, `eligibility.py`).
-  The cursor counts the invoices consumed: an expired locator (or a resumed plan) runs the query
-  again and skips them.
+  those invoices' status, so each gets the contract's verdict (`verdicts.py`, `eligibility.py`),
+  and those 200 are a plan page at once. The cursor counts the invoices consumed: an expired
+  locator (or a resumed plan) runs the query again and skips them.
   Each item keeps its schedules and the invoices seen on them: any other invoice found there later
   is a new one.
 - act: settle = read `Invoice.Status` (Void In Progress or Voided: applied); apply = void, its
@@ -175,8 +175,10 @@ class SalesforceProvider:
         return Preparation()  # nothing must exist on the org before the voids
 
     def iter_plan(self, run: Run, *, cursor: int) -> Iterator[PlanPage]:
-        """Pages of the selection from `cursor` invoices on; an expired locator reruns the query from the
-        start and skips what was already consumed (the order by Id makes that the same invoices)."""
+        """A plan page per 200 invoices of the selection from `cursor` on, each yielded as soon as its lines
+        and schedules are read (a query page of 2,000 records is not read whole first); an expired locator
+        reruns the query from the start and skips what was already consumed (the order by Id makes that
+        the same invoices)."""
         query = selection(_selection(_selector(run)))
         reruns = 0
         while True:
@@ -185,31 +187,27 @@ class SalesforceProvider:
                 with self._gate.pausing():
                     for page in self._client.query(query):
                         start, consumed = consumed, consumed + len(page.records)
-                        fresh = page.records[max(0, cursor - start) :]
-                        if not fresh:
-                            continue
-                        items = self._verdicts(fresh)
-                        yield PlanPage(
-                            items=items, cursor=max(cursor, start), next_cursor=None if page.done else consumed
-                        )
-                        cursor, reruns = consumed, 0
+                        at = max(cursor, start)
+                        for batch in batches(page.records[at - start :]):
+                            end = at + len(batch)
+                            last = page.done and end == consumed
+                            yield PlanPage(items=self._verdicts(batch), cursor=at, next_cursor=None if last else end)
+                            at = cursor = end
+                            reruns = 0
                 return
             except QueryLocatorExpired:
                 reruns += 1
                 if reruns > _LOCATOR_RERUNS:
                     raise
 
-    def _verdicts(self, invoices: Sequence[InvoiceRecord]) -> tuple[PlannedItem, ...]:
-        """Each invoice with its verdict, from its lines and its schedules' other invoices, 200 at a time
-        (`verdicts.py` says what to read)."""
-        planned: list[PlannedItem] = []
-        for batch in batches(invoices):
-            reading = BatchReading(batch)
-            lines = self._run(reading.lines_of_invoices())
-            on_schedules = self._run(reading.lines_on_schedules(lines))
-            verdicts = reading.verdicts(self._run(reading.other_invoices(on_schedules)))
-            planned += [_planned(v.invoice, v.schedules, v.seen, v.reason) for v in verdicts]
-        return tuple(planned)
+    def _verdicts(self, batch: Sequence[InvoiceRecord]) -> tuple[PlannedItem, ...]:
+        """Each invoice of a batch (200 at most) with its verdict, from its lines and its schedules' other
+        invoices (`verdicts.py` says what to read)."""
+        reading = BatchReading(batch)
+        lines = self._run(reading.lines_of_invoices())
+        on_schedules = self._run(reading.lines_on_schedules(lines))
+        verdicts = reading.verdicts(self._run(reading.other_invoices(on_schedules)))
+        return tuple(_planned(v.invoice, v.schedules, v.seen, v.reason) for v in verdicts)
 
     # --- act ---------------------------------------------------------------------------------------------
 
