@@ -6,15 +6,16 @@ one invoice batch run per contender. Both make the same calls: the run's invoice
 (following `nextRecordsUrl`), and per 200 of them planning's reads (their lines, every line on their
 billing schedules, the other invoices on those: `IN` batches of at most 200 ids, each query's pages
 followed), for the contract's verdicts (`verdicts.py`, shared), then one `void` per eligible
-invoice. Every call of either holds one of `cap` slots. The bare loop does only that (its verdicts
-are checked against the seeding's); the orchestrator also opens the run (two `COUNT()` queries,
-before its clock starts), writes the plan and a ledger row per invoice, claims each invoice with a
-lease and holds the tenant limit in Redis.
+invoice. Every call of either holds one of `cap` slots. The bare loop does only that; the
+orchestrator also opens the run (two `COUNT()` queries, before its clock starts), writes the plan
+and a ledger row per invoice, claims each invoice with a lease and holds the tenant limit in Redis.
 
-The void phase is timed, for the bare loop, from its first query to its last void answered; for the
-orchestrator, from the run's creation (after opening) to the last invoice voided (the ledger's
-times). What follows the voids (watching them, generate) is not timed: the run is cancelled once
-the voids are counted.
+The void phase is timed, for the bare loop, from its first call (its token: the orchestrator's worker
+fetches its own inside the run too) to its last void answered; for the orchestrator, from the run's
+creation (after opening) to the last invoice voided (the ledger's times). What follows the voids
+(watching them, generate) is not timed: the run is cancelled once the voids are counted. Both
+contenders' verdicts are checked against the seeding's, and the simulator must have seen one void
+per eligible invoice, no second void and no void of an ineligible invoice.
 
     python -m ops.bench.salesforce                 # 2,000 and 20,000 invoices at 50 ms and 0 ms
     python -m ops.bench.salesforce --invoices 2000 --latency-ms 50 --cap 8 --threads 16 --quiet-below 1.2
@@ -71,14 +72,6 @@ class SalesforceSimulator(harness.SimulatorProcess):
             seeded: dict[str, Any] = reply.json()
         return seeded["invoiceBatchRunId"], seeded["expected"]
 
-    def token(self) -> str:
-        form = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
-        with self.admin() as client:
-            reply = client.post("/services/oauth2/token", data=form)
-            reply.raise_for_status()
-            access: str = reply.json()["access_token"]
-            return access
-
 
 @contextmanager
 def salesforce_simulator(*, latency_ms: float, page_size: int) -> Iterator[SalesforceSimulator]:
@@ -125,15 +118,14 @@ def voided_once(counters: dict[str, Any], eligible: list[str]) -> str | None:
 @dataclass
 class BareRun:
     verdicts: Verdicts
-    seconds: float  # from the first query to the last void answered
+    seconds: float  # from its first call (the token) to the last void answered
     first_void_seconds: float | None
 
 
 def bare_loop(sim: SalesforceSimulator, batch_run: str, expected: Verdicts, cap: int) -> Measured:
-    access = sim.token()  # outside the timing, as the orchestrator's
     sim.reset_counters()
     cpu_before = time.process_time()
-    run = asyncio.run(_bare(sim.url, access, batch_run, cap))
+    run = asyncio.run(_bare(sim.url, batch_run, cap))
     cpu = time.process_time() - cpu_before
     counters = sim.counters()
     wrong = disagreement(expected, run.verdicts) or voided_once(counters, eligible(expected))
@@ -151,18 +143,17 @@ def bare_loop(sim: SalesforceSimulator, batch_run: str, expected: Verdicts, cap:
     )
 
 
-async def _bare(url: str, access: str, batch_run: str, cap: int) -> BareRun:
-    """The run's invoices a query page at a time, and per 200 of them planning's three reads (each query's
-    pages followed) for their verdicts, as the orchestrator's planner makes them, one after another;
-    meanwhile `cap` coroutines void the eligible invoices already read. Every call holds one of `cap`
-    slots."""
+async def _bare(url: str, batch_run: str, cap: int) -> BareRun:
+    """A token (as the orchestrator's worker fetches its own in the run), then the run's invoices a query
+    page at a time and per 200 of them planning's three reads (each query's pages followed) for their
+    verdicts, as the orchestrator's planner makes them, one after another; meanwhile `cap` coroutines
+    void the eligible invoices already read. Every call holds one of `cap` slots."""
     slots = asyncio.Semaphore(cap)
     to_void: asyncio.Queue[str | None] = asyncio.Queue()
     verdicts: Verdicts = {}
     first_void: list[float] = []
-    headers = {**HEADERS, "Authorization": f"Bearer {access}"}
     limits = httpx.Limits(max_connections=cap + 1, max_keepalive_connections=cap + 1)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=url, headers=HEADERS, limits=limits, timeout=30, trust_env=False) as client:
 
         async def get(path: str, params: Mapping[str, str] | None = None) -> Any:
             async with slots:
@@ -206,6 +197,11 @@ async def _bare(url: str, access: str, batch_run: str, cap: int) -> BareRun:
                     raise RuntimeError(f"a void without a request identifier: {reply.text[:200]}")
 
         started = time.perf_counter()
+        form = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+        async with slots:
+            token = await client.post("/services/oauth2/token", data=form)
+        token.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {decode_json(token.content)['access_token']}"
         await asyncio.gather(plan(), *(void() for _ in range(cap)))
         seconds = time.perf_counter() - started
     return BareRun(verdicts, seconds, min(first_void) - started if first_void else None)
@@ -235,6 +231,7 @@ def orchestrator(sim: SalesforceSimulator, contest: harness.Contest, batch_run: 
             profile=contest.profile,
         )
         runs.cancel_run(ours.container.context, timed.run_id)  # no generate step was sent yet: it can be
+        in_void_phase = harness.calls_until(ours.container.ledger, timed.run_id, timed.times.last_settled_at)
         planned: Verdicts = {
             item.invoice.invoice_id: item.reason if item.state is ItemState.SKIPPED else None
             for item in ours.container.ledger.iter_items(timed.run_id)
@@ -245,7 +242,12 @@ def orchestrator(sim: SalesforceSimulator, contest: harness.Contest, batch_run: 
     if wrong or voided != len(eligible(expected)) or timed.counts.get(ItemState.FAILED, 0):
         raise RuntimeError(f"not every eligible invoice was voided exactly once: {timed.counts}; {wrong}")
     skipped = timed.counts.get(ItemState.SKIPPED, 0)
-    return timed.measured(voided, counters=counters, writes=sum(counters["voids"].values()), extra={"skipped": skipped})
+    return timed.measured(
+        voided,
+        counters=counters,
+        writes=sum(counters["voids"].values()),
+        extra={"skipped": skipped, "calls_in_void_phase": in_void_phase},
+    )
 
 
 # --- the matrix ------------------------------------------------------------------------------------
