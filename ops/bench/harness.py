@@ -546,6 +546,19 @@ def run_times(ledger: Any, run_id: str, *, write: str) -> RunTimes:
     return RunTimes(created, _utc(first), _utc(last))
 
 
+def calls_until(ledger: Any, run_id: str, until: datetime | None) -> dict[str, int]:
+    """The run's API calls (as the ledger recorded them) started by `until` (all when None), per operation."""
+    from sqlalchemy import func, select
+
+    from orchestrator.adapters.ledger.models import ApiCallRow
+
+    query = select(ApiCallRow.operation, func.count()).where(ApiCallRow.run_id == run_id)
+    if until is not None:
+        query = query.where(ApiCallRow.started_at <= until)
+    with ledger._read.connect() as conn:
+        return {str(operation): int(n) for operation, n in conn.execute(query.group_by(ApiCallRow.operation))}
+
+
 def _utc(value: Any) -> datetime | None:
     if value is None:
         return None

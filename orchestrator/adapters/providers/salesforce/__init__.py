@@ -7,6 +7,8 @@ soql.py         the typed SOQL builder: nothing outside the contract's subset, n
 wire.py         pydantic models of what Salesforce sends back (tolerant reading, money as Decimal)
 errors.py       classify(): one exchange -> the typed error of orchestrator.domain.errors
 eligibility.py  the contract's five rules: which invoices may be voided, else why not
+verdicts.py     what planning reads per 200 invoices (lines, schedules, the invoices on them), and
+                each invoice's verdict from it: no I/O (the provider and the bench's bare loop run it)
 usage.py        UsageGate: pause a run at a share of the org's daily API allocation, resume below it
 provider.py     SalesforceProvider: the BillingProvider port (orchestrator.services.ports)
 options.py      what a run asks for (selector, options) and what the provider keeps between steps

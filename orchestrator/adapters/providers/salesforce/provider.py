@@ -4,8 +4,9 @@
   invoice or none is Posted; the generate dates are fixed here (default: today in the org's zone).
 - plan: the selection's invoices ordered by Id, page by page as the org pages them
   (`nextRecordsUrl`); per 200 of them their lines, every invoice on their billing schedules and
-  those invoices' status, so each gets the contract's verdict (`eligibility.py`). The cursor counts
-  the invoices consumed: an expired locator (or a resumed plan) runs the query again and skips them.
+  those invoices' status, so each gets the contract's verdict (`verdicts.py`, `eligibility.py`),
+  and those 200 are a plan page at once. The cursor counts the invoices consumed: an expired
+  locator (or a resumed plan) runs the query again and skips them.
   Each item keeps its schedules and the invoices seen on them: any other invoice found there later
   is a new one.
 - act: settle = read `Invoice.Status` (Void In Progress or Voided: applied); apply = void, its
@@ -41,7 +42,6 @@ from orchestrator.adapters.providers.salesforce.eligibility import (
     VOIDING,
     SkipReason,
     open_to_void,
-    skip_reason,
 )
 from orchestrator.adapters.providers.salesforce.errors import QueryLocatorExpired
 from orchestrator.adapters.providers.salesforce.options import (
@@ -53,17 +53,16 @@ from orchestrator.adapters.providers.salesforce.soql import (
     BILLING_SCHEDULE,
     INVOICE,
     INVOICE_LINE,
-    MAX_IN_VALUES,
     Condition,
     Query,
     SObject,
     count,
     eq,
     in_batches,
-    is_in,
-    select,
+    select_in,
 )
 from orchestrator.adapters.providers.salesforce.usage import UsageGate
+from orchestrator.adapters.providers.salesforce.verdicts import LINE_FIELDS, BatchReading, batches, selection
 from orchestrator.adapters.providers.salesforce.wire import (
     InvoiceRecord,
     Record,
@@ -176,9 +175,11 @@ class SalesforceProvider:
         return Preparation()  # nothing must exist on the org before the voids
 
     def iter_plan(self, run: Run, *, cursor: int) -> Iterator[PlanPage]:
-        """Pages of the selection from `cursor` invoices on; an expired locator reruns the query from the
-        start and skips what was already consumed (the order by Id makes that the same invoices)."""
-        query = select(INVOICE, *INVOICE_FIELDS).where(_selection(_selector(run))).order_by_id()
+        """A plan page per 200 invoices of the selection from `cursor` on, each yielded as soon as its lines
+        and schedules are read (a query page of 2,000 records is not read whole first); an expired locator
+        reruns the query from the start and skips what was already consumed (the order by Id makes that
+        the same invoices)."""
+        query = selection(_selection(_selector(run)))
         reruns = 0
         while True:
             consumed = 0
@@ -186,37 +187,27 @@ class SalesforceProvider:
                 with self._gate.pausing():
                     for page in self._client.query(query):
                         start, consumed = consumed, consumed + len(page.records)
-                        fresh = page.records[max(0, cursor - start) :]
-                        if not fresh:
-                            continue
-                        items = self._verdicts(fresh)
-                        yield PlanPage(
-                            items=items, cursor=max(cursor, start), next_cursor=None if page.done else consumed
-                        )
-                        cursor, reruns = consumed, 0
+                        at = max(cursor, start)
+                        for batch in batches(page.records[at - start :]):
+                            end = at + len(batch)
+                            last = page.done and end == consumed
+                            yield PlanPage(items=self._verdicts(batch), cursor=at, next_cursor=None if last else end)
+                            at = cursor = end
+                            reruns = 0
                 return
             except QueryLocatorExpired:
                 reruns += 1
                 if reruns > _LOCATOR_RERUNS:
                     raise
 
-    def _verdicts(self, invoices: Sequence[InvoiceRecord]) -> tuple[PlannedItem, ...]:
-        """Each invoice with its verdict, reading its lines and its schedules' other invoices, 200 at a time."""
-        planned: list[PlannedItem] = []
-        for batch in _batches(invoices):
-            read = {invoice.Id: invoice for invoice in batch if invoice.Id}
-            lines = self._records_in(INVOICE_LINE, "InvoiceId", list(read))
-            schedules_of = _grouped((line.InvoiceId, line.BillingScheduleId) for line in lines)
-            lines = self._records_in(INVOICE_LINE, "BillingScheduleId", sorted(set().union(*schedules_of.values())))
-            on_schedule = _grouped((line.BillingScheduleId, line.InvoiceId) for line in lines)
-            others = sorted(set().union(*on_schedule.values()) - read.keys())
-            read.update((other.Id, other) for other in self._invoices(others, "Id", "Status", "PostedDate") if other.Id)
-            for invoice in batch:
-                schedules = sorted(schedules_of.get(invoice.Id or "", ()))
-                seen = sorted(set().union(*(on_schedule.get(schedule, set()) for schedule in schedules)))
-                reason = skip_reason(invoice, (read[other] for other in seen if other in read))
-                planned.append(_planned(invoice, schedules, seen, reason))
-        return tuple(planned)
+    def _verdicts(self, batch: Sequence[InvoiceRecord]) -> tuple[PlannedItem, ...]:
+        """Each invoice of a batch (200 at most) with its verdict, from its lines and its schedules' other
+        invoices (`verdicts.py` says what to read)."""
+        reading = BatchReading(batch)
+        lines = self._run(reading.lines_of_invoices())
+        on_schedules = self._run(reading.lines_on_schedules(lines))
+        verdicts = reading.verdicts(self._run(reading.other_invoices(on_schedules)))
+        return tuple(_planned(v.invoice, v.schedules, v.seen, v.reason) for v in verdicts)
 
     # --- act ---------------------------------------------------------------------------------------------
 
@@ -557,13 +548,12 @@ class SalesforceProvider:
         return self._records_in(INVOICE, "Id", ids, *(fields or INVOICE_FIELDS))
 
     def _records_in(self, sobject: SObject[R], field: str, values: Sequence[str], *fields: str) -> list[R]:
-        """Every record whose `field` is one of `values`, 200 values per query (a small query whose
-        locator expired is simply run again)."""
-        selected = fields or ("Id", "InvoiceId", "BillingScheduleId")
-        found: list[R] = []
-        for batch in in_batches(values):
-            found += self._all(select(sobject, *selected).where(is_in(field, batch)))
-        return found
+        """Every record whose `field` is one of `values`, 200 values per query."""
+        return self._run(select_in(sobject, field, values, *(fields or LINE_FIELDS)))
+
+    def _run(self, queries: Iterable[Query[R]]) -> list[R]:
+        """Every record of each query, in order (a small query whose locator expired is simply run again)."""
+        return [record for query in queries for record in self._all(query)]
 
     def _all(self, query: Query[R]) -> list[R]:
         for rerun in range(_LOCATOR_RERUNS + 1):
@@ -582,20 +572,6 @@ def _selection(chosen: SalesforceSelector) -> Condition:
     if chosen.invoice_batch_run is not None:
         return eq("InvoiceBatchRunId", chosen.invoice_batch_run)
     return eq("BillingAccountId", chosen.billing_account)
-
-
-def _batches(records: Sequence[InvoiceRecord]) -> Iterator[Sequence[InvoiceRecord]]:
-    for start in range(0, len(records), MAX_IN_VALUES):
-        yield records[start : start + MAX_IN_VALUES]
-
-
-def _grouped(pairs: Iterable[tuple[str | None, str | None]]) -> dict[str, set[str]]:
-    """key -> its values, from (key, value) pairs (a line's invoice and schedule, either way round)."""
-    found: dict[str, set[str]] = defaultdict(set)
-    for key, value in pairs:
-        if key and value:
-            found[key].add(value)
-    return found
 
 
 def _planned(invoice: InvoiceRecord, schedules: list[str], seen: list[str], reason: SkipReason | None) -> PlannedItem:

@@ -52,6 +52,7 @@ __all__ = [
     "ne",
     "quote",
     "select",
+    "select_in",
 ]
 
 #: The most values one `IN (…)` may hold.
@@ -201,6 +202,11 @@ def select(sobject: SObject[R], *fields: str) -> Query[R]:
 def count(sobject: SObject[R]) -> Query[R]:
     """`SELECT COUNT() FROM object`: the page's `totalSize` is the answer, its records are empty."""
     return Query(sobject, ())
+
+
+def select_in(sobject: SObject[R], field: str, values: Sequence[str], *fields: str) -> list[Query[R]]:
+    """`SELECT fields FROM object WHERE field IN (…)`, one query per 200 of `values` (none for none)."""
+    return [select(sobject, *fields).where(is_in(field, batch)) for batch in in_batches(values)]
 
 
 def in_batches(values: Sequence[str], size: int = MAX_IN_VALUES) -> Iterator[tuple[str, ...]]:

@@ -298,6 +298,41 @@ class TestPlan:
         assert ids == sorted(seeded.invoice_ids)
         assert [(page.cursor, page.next_cursor) for page in rest] == [(50, None)]
 
+    def test_a_query_page_of_more_than_200_is_planned_a_page_per_200_as_each_is_read(
+        self, org_clock: FakeClock, now: Now
+    ) -> None:
+        state = SalesforceState(CLIENT_ID, CLIENT_SECRET, SalesforceFaults(page_size=500), clock=org_clock)
+        seeded = state.seed_run(invoices=450, seed=8)
+        queries: list[str] = []
+        app = SalesforceApp(state)
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            queries.append(request.url.params.get("q", ""))
+            return app.handle(request)
+
+        client = SalesforceClient(
+            base_url="https://acme.my.salesforce.com",
+            client_id=CLIENT_ID,
+            client_secret=SecretStr(CLIENT_SECRET),
+            transport=httpx.MockTransport(handle),
+            timeout=httpx.Timeout(5.0),
+        )
+        provider = SalesforceProvider(client, now=now, monotonic=now.monotonic)
+        core = Core.open(provider, now, {"invoice_batch_run": seeded.invoice_batch_run_id})
+        pages = provider.iter_plan(core.run, cursor=0)
+        first = next(pages)
+        ordered = sorted(seeded.invoice_ids)
+        # Yielded before any invoice past the first 200 of the (one) query page had its lines read.
+        assert not any(invoice in query for query in queries for invoice in ordered[200:])
+        rest = list(pages)
+        assert [(page.cursor, page.next_cursor) for page in (first, *rest)] == [(0, 200), (200, 400), (400, None)]
+        planned = {item.invoice.invoice_id: item.reason for page in (first, *rest) for item in page.items}
+        assert list(planned) == ordered
+        assert planned == seeded.expected
+        resumed = list(provider.iter_plan(core.run, cursor=250))
+        assert [(page.cursor, page.next_cursor) for page in resumed] == [(250, None)]
+        assert [item.invoice.invoice_id for item in resumed[0].items] == ordered[250:]
+
     def test_a_resumed_plan_starts_at_its_cursor(
         self, provider: SalesforceProvider, seeded: SeededRun, now: Now
     ) -> None:

@@ -21,6 +21,7 @@ from orchestrator.adapters.providers.salesforce.soql import (
     ne,
     quote,
     select,
+    select_in,
 )
 from orchestrator.adapters.providers.salesforce.wire import Record
 
@@ -151,3 +152,15 @@ def test_in_batches() -> None:
     assert list(in_batches([])) == []
     with pytest.raises(ValueError, match="200"):
         list(in_batches(values, size=201))
+
+
+def test_select_in_one_query_per_200_values() -> None:
+    values = [f"3tt{i:015d}" for i in range(450)]
+    queries = select_in(INVOICE_LINE, "InvoiceId", values, "Id", "BillingScheduleId")
+    assert [q.soql.count("'3tt") for q in queries] == [200, 200, 50]
+    assert queries[2].soql == (
+        "SELECT Id, BillingScheduleId FROM InvoiceLine WHERE InvoiceId IN ("
+        + ", ".join(f"'{v}'" for v in values[400:])
+        + ")"
+    )
+    assert select_in(INVOICE, "Id", [], "Id") == []
