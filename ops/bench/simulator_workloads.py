@@ -445,7 +445,7 @@ class EnergyCap(Workload):
         bills: list[BillData] = []
         number, pages = 1, 1
         while number <= pages:
-            params = {"pageNumber": number, "pageSize": EC_PAGE, "filter": selection}
+            params: dict[str, str | int] = {"pageNumber": number, "pageSize": EC_PAGE, "filter": selection}
             reply = client.get("/api/v3/bill", params=params, headers=headers)
             bills += [BillData.model_validate(bill) for bill in decode_json(reply.content)]
             number, pages = number + 1, int(reply.headers["TotalPages"])
