@@ -19,6 +19,7 @@ of a record object that holds its value, and `Query.run` evaluates over any such
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -164,44 +165,35 @@ class _Token:
 
 
 _ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?![A-Za-z0-9_.])")
-_OPS = ("!=", "<>", "<=", ">=", "=", "<", ">")
+#: One token at a position, by the first alternative that matches (the order is the tokenizer's rule):
+#: whitespace, a string literal without a backslash (its text is its value), the opening quote of any
+#: other literal (`_string` decodes it), punctuation, a number, a word, an operator.
+_TOKEN = re.compile(
+    r"(?P<space>\s+)|'(?P<string>[^'\\]*)'|(?P<quote>')|(?P<punct>[(),])"
+    r"|(?P<number>-?[0-9]+(?:\.[0-9]+)?(?![A-Za-z0-9_.]))"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
+    r"|(?P<op>!=|<>|<=|>=|=|<|>)"
+)
+_KINDS = {"string": _T.STRING, "punct": _T.PUNCT, "number": _T.NUMBER, "word": _T.WORD, "op": _T.OP}
 
 
 def _tokens(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     i, n = 0, len(text)
     while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
+        match = _TOKEN.match(text, i)
+        if match is None:
+            raise _malformed(f"unexpected character '{text[i]}' at column {i + 1}")
+        kind = match.lastgroup
+        if kind == "quote":
+            value, end = _string(text, i)
+            tokens.append(_Token(_T.STRING, value, i + 1))
+            i = end
             continue
-        column = i + 1
-        if ch == "'":
-            value, i = _string(text, i)
-            tokens.append(_Token(_T.STRING, value, column))
-            continue
-        match = _NUMBER.match(text, i)
-        if match:
-            tokens.append(_Token(_T.NUMBER, match.group(), column))
-            i = match.end()
-            continue
-        match = _WORD.match(text, i)
-        if match:
-            tokens.append(_Token(_T.WORD, match.group(), column))
-            i = match.end()
-            continue
-        op = next((op for op in _OPS if text.startswith(op, i)), None)
-        if op is not None:
-            tokens.append(_Token(_T.OP, op, column))
-            i += len(op)
-            continue
-        if ch in "(),":
-            tokens.append(_Token(_T.PUNCT, ch, column))
-            i += 1
-            continue
-        raise _malformed(f"unexpected character '{ch}' at column {column}")
+        if kind != "space":
+            assert kind is not None
+            tokens.append(_Token(_KINDS[kind], match.group(kind), i + 1))
+        i = match.end()
     tokens.append(_Token(_T.END, "", n + 1))
     return tokens
 
@@ -458,17 +450,28 @@ class Query:
         """One record as the query returns it: `attributes`, then the selected fields in canonical case."""
         out: dict[str, Any] = {"attributes": {"type": self.object.name, "url": f"{url_prefix}/{record.id}"}}
         for spec in self.fields:
-            out[spec.name] = render_value(getattr(record, spec.attr))
+            value = getattr(record, spec.attr)
+            out[spec.name] = value if value.__class__ in _AS_IS else render_value(value)
         return out
+
+
+#: Types `render_value` hands back unchanged (checked exactly: a date is an instance of none of them).
+_AS_IS = frozenset({str, Decimal, int, bool, float, type(None)})
 
 
 def render_value(value: Any) -> Any:
     """A field value as JSON carries it: dates `yyyy-mm-dd`, date-times `…T06:00:00.000+0000`."""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+        return _render_datetime(value)
     if isinstance(value, date):
         return value.isoformat()
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _render_datetime(value: datetime) -> str:
+    """Equal date-times are one instant, so one text: a run's invoices share a few posting moments."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
 
 
 def parse(text: str) -> Query:
