@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
+import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -430,6 +432,8 @@ class Query:
     limit: int | None
     #: Id fields compared with `=` or `IN` (non-null values): what an index can narrow the records to.
     seeks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _snapshot: Callable[[Any], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
 
     def run(self, records: Iterable[Any], seek: Seek | None = None) -> list[Any]:
         """The matching records in the query's order, at most `limit` of them.
@@ -457,11 +461,26 @@ class Query:
 
     def project(self, record: Any, url_prefix: str) -> dict[str, Any]:
         """One record as the query returns it: `attributes`, then the selected fields in canonical case."""
-        out: dict[str, Any] = {"attributes": {"type": self.object.name, "url": f"{url_prefix}/{record.id}"}}
-        for spec in self.fields:
-            value = getattr(record, spec.attr)
-            out[spec.name] = value if value.__class__ in _AS_IS else render_value(value)
+        return self.render(self.snapshot(record), url_prefix)
+
+    def snapshot(self, record: Any) -> tuple[Any, ...]:
+        """The record's id and selected values as they are now (immutable values: a locator's pages keep
+        these, and `render` makes the returned records of them when a page is asked for)."""
+        return self._snapshot(record)
+
+    def render(self, row: tuple[Any, ...], url_prefix: str) -> dict[str, Any]:
+        """A `snapshot` as the query returns it: `attributes`, then the selected fields in canonical case."""
+        out: dict[str, Any] = {"attributes": {"type": self.object.name, "url": f"{url_prefix}/{row[0]}"}}
+        for name, value in zip(self._names, itertools.islice(row, 1, None), strict=True):
+            out[name] = value if value.__class__ in _AS_IS else render_value(value)
         return out
+
+    def __post_init__(self) -> None:
+        names = tuple(spec.name for spec in self.fields)
+        attrs = ("id", *(spec.attr for spec in self.fields))
+        snapshot = operator.attrgetter(*attrs) if len(attrs) > 1 else lambda record: (record.id,)
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_snapshot", snapshot)
 
 
 #: Types `render_value` hands back unchanged (checked exactly: a date is an instance of none of them).
