@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -49,34 +50,32 @@ except ImportError:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
-def client_process(
-    provider: str,
-    url: str,
-    setup: Setup,
-    index: int,
-    processes: int,
-    connections: int,
-    start_at: float,
-    duration: float,
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What one client process is handed: whose simulator, where, the prepared run, which process of how
+    many it is, its connections, and the shared clock's window."""
+
+    provider: str
+    url: str
+    setup: Setup
+    index: int
+    processes: int
+    connections: int
+    start_at: float
+    duration: float
+
+
+def client_process(share: Share) -> dict[str, Any]:
     """One load-generating process: `connections` single-connection clients on a uvloop loop."""
     factory = _loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_hammer(provider, url, setup, index, processes, connections, start_at, duration))
+        return runner.run(_hammer(share))
 
 
-async def _hammer(
-    provider: str,
-    url: str,
-    setup: Setup,
-    index: int,
-    processes: int,
-    connections: int,
-    start_at: float,
-    duration: float,
-) -> dict[str, Any]:
-    workload = WORKLOADS[provider]
-    makers = workload.makers(setup, index, processes)
+async def _hammer(share: Share) -> dict[str, Any]:
+    index, start_at = share.index, share.start_at
+    workload = WORKLOADS[share.provider]
+    makers = workload.makers(share.setup, index, share.processes)
     names = list(workload.mix)
     bounds = list(itertools.accumulate(workload.mix[name] for name in names))
     # One single-connection client per connection: httpcore's pool scans every connection (and asks
@@ -85,8 +84,10 @@ async def _hammer(
     tls = ssl.create_default_context()  # unused over http://, but building one per client is slow
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [
-        httpx.AsyncClient(base_url=url, limits=limits, timeout=30, verify=tls, headers=setup.headers, trust_env=False)
-        for _ in range(connections)
+        httpx.AsyncClient(
+            base_url=share.url, limits=limits, timeout=30, verify=tls, headers=share.setup.headers, trust_env=False
+        )
+        for _ in range(share.connections)
     ]
     statuses: Counter[str] = Counter()
     operations: Counter[str] = Counter()
@@ -96,7 +97,7 @@ async def _hammer(
         await client.get("/_sim/health")  # open the connection
         await asyncio.sleep(max(0.0, start_at - time.time()))
         rng = random.Random(index * 1000 + n)
-        stop_at = start_at + duration
+        stop_at = start_at + share.duration
         while time.time() < stop_at:
             operation = names[min(bisect.bisect(bounds, rng.random() * bounds[-1]), len(names) - 1)]
             call = makers[operation](rng)
@@ -136,7 +137,7 @@ def main() -> None:
     with harness.simulator_process(workload.command(args.invoices), workload.ready) as (proc, url, seeded):
         with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
             setup = workload.prepare(client, seeded, args.invoices)
-        shares = [
+        per_process = [
             args.concurrency // args.processes + (i < args.concurrency % args.processes) for i in range(args.processes)
         ]
         start_at = time.time() + 3.0  # time for the processes to start and connect
@@ -144,9 +145,9 @@ def main() -> None:
         with ProcessPoolExecutor(max_workers=args.processes, mp_context=context) as pool:
             futures = [
                 pool.submit(
-                    client_process, args.provider, url, setup, i, args.processes, share, start_at, args.duration
+                    client_process, Share(args.provider, url, setup, i, args.processes, n, start_at, args.duration)
                 )
-                for i, share in enumerate(shares)
+                for i, n in enumerate(per_process)
             ]
             time.sleep(max(0.0, start_at - time.time()))
             cpu_before = harness.cpu_seconds(proc.pid)
