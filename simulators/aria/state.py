@@ -25,11 +25,12 @@ import bisect
 import enum
 import hmac
 import itertools
+import operator
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -114,10 +115,17 @@ class Line:
     rate_per_unit: Decimal
     rb_excluded: bool = False
     rb_line_comments: str | None = None
+    _amount: tuple[Decimal, Decimal, Decimal] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def amount(self) -> Decimal:
-        return cents(self.units * self.rate_per_unit)
+        """`units * rate_per_unit`, half-up to cents; kept while both are the same (immutable) Decimals."""
+        kept, units, rate = self._amount, self.units, self.rate_per_unit
+        if kept is not None and kept[0] is units and kept[1] is rate:
+            return kept[2]
+        amount = cents(units * rate)
+        self._amount = (units, rate, amount)
+        return amount
 
 
 @dataclass(slots=True)
@@ -147,9 +155,17 @@ class Invoice:
 
     @property
     def total_due(self) -> Decimal:
+        return self._due(self.amount)
+
+    def amount_and_due(self) -> tuple[Decimal, Decimal]:
+        """`amount` and `total_due`, the lines summed once (a page of headers shows both)."""
+        amount = self.amount
+        return amount, self._due(amount)
+
+    def _due(self, amount: Decimal) -> Decimal:
         if self.voided or self.rebilled:
             return ZERO
-        return max(ZERO, self.amount - self.payments - self.credit)
+        return max(ZERO, amount - self.payments - self.credit)
 
     @property
     def voided(self) -> bool:
@@ -227,7 +243,7 @@ class Condition:
     negated: bool = False
 
     def __call__(self, invoice: Invoice) -> bool:
-        return (_query_value(invoice, self.key) == self.value) != self.negated
+        return (_QUERY_VALUES.get(self.key, _invoice_type_cd)(invoice) == self.value) != self.negated
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,12 +487,9 @@ class AriaState:
     def query_invoices(self, query: InvoiceQuery, offset: int, limit: int | None) -> tuple[list[Invoice], int]:
         """`get_invoice_information_m`: the page at `offset` (`limit` None: none) and the total count."""
         with self.lock:
-            numbers = self._candidates(query.conditions)
-            matched = [
-                invoice
-                for invoice in (self.invoices[n] for n in numbers)
-                if all(condition(invoice) for condition in query.conditions)
-            ]
+            matched = [self.invoices[n] for n in self._candidates(query.conditions)]
+            for condition in query.conditions:  # one pass each: no generator per invoice
+                matched = [invoice for invoice in matched if condition(invoice)]
             if query.descending:
                 matched.reverse()
             page = [] if limit is None else matched[offset : offset + limit]
@@ -679,13 +692,12 @@ class AriaState:
             self.faults.reset_counts()
 
 
-def _query_value(invoice: Invoice, key: QueryKey) -> date | int | str:
-    if key == "bill_date":
-        return invoice.bill_date
-    if key == "acct_no":
-        return invoice.account.acct_no
-    if key == "invoice_no":
-        return invoice.invoice_no
-    if key == "client_acct_id":
-        return invoice.account.client_acct_id
-    return invoice.invoice_type_cd
+#: What an object-query key compares, per key.
+_QUERY_VALUES: dict[str, Callable[[Invoice], date | int | str]] = {
+    "bill_date": operator.attrgetter("bill_date"),
+    "acct_no": operator.attrgetter("account.acct_no"),
+    "invoice_no": operator.attrgetter("invoice_no"),
+    "client_acct_id": operator.attrgetter("account.client_acct_id"),
+    "invoice_type_cd": operator.attrgetter("invoice_type_cd"),
+}
+_invoice_type_cd = _QUERY_VALUES["invoice_type_cd"]

@@ -373,13 +373,14 @@ def _day(value: date | None) -> str | None:
 
 def invoice_header(invoice: Invoice) -> dict[str, Any]:
     """One `invoice_details_m` record of the object query."""
+    amount, total_due = invoice.amount_and_due()
     return {
         "invoice_no": invoice.invoice_no,
         "acct_no": invoice.account.acct_no,
         "client_acct_id": invoice.account.client_acct_id,
         "billing_group_no": invoice.account.billing_group_no,
-        "amount": invoice.amount,
-        "total_due": invoice.total_due,
+        "amount": amount,
+        "total_due": total_due,
         "credit": invoice.credit,
         "paid_date": _day(invoice.paid_date),
         "bill_date": _day(invoice.bill_date),

@@ -218,7 +218,11 @@ class GenerateRequest:
 
 @dataclass(slots=True)
 class _Cursor:
-    records: list[dict[str, Any]]
+    """A query's answer as it was when first asked: each record's values (`soql.Query.snapshot`)."""
+
+    query: soql.Query
+    url_prefix: str  # of the records' `attributes.url`
+    rows: list[tuple[Any, ...]]
     last_used: float
 
 
@@ -536,8 +540,8 @@ class SalesforceState:
             if query.count:
                 return QueryPage(len(matched), [], None)
             sobjects = f"{url_prefix}/sobjects/{query.object.name}"
-            records = [query.project(record, sobjects) for record in matched]
-            return self._page(records, 0, None)
+            rows = [query.snapshot(record) for record in matched]  # rendered page by page
+            return self._page(_Cursor(query, sobjects, rows, self._clock()), 0, None)
 
     def query_more(self, locator: str) -> QueryPage:
         """The page a `nextRecordsUrl` locator (`<cursor>-<offset>`) points at."""
@@ -545,10 +549,10 @@ class SalesforceState:
         with self.lock:
             self._expire_idle_cursors()
             cursor = self._cursors.get(cursor_id)
-            if cursor is None or not offset_text.isdigit() or not 0 < int(offset_text) < len(cursor.records):
+            if cursor is None or not offset_text.isdigit() or not 0 < int(offset_text) < len(cursor.rows):
                 raise SalesforceError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
             cursor.last_used = self._clock()
-            return self._page(cursor.records, int(offset_text), cursor_id)
+            return self._page(cursor, int(offset_text), cursor_id)
 
     def expire_locators(self) -> int:
         """Make every open query locator invalid (as 15 idle minutes would); returns how many there were."""
@@ -557,17 +561,22 @@ class SalesforceState:
             self._cursors.clear()
             return count
 
-    def _page(self, records: list[dict[str, Any]], offset: int, cursor_id: str | None) -> QueryPage:
-        size = self.faults.settings.page_size
+    def _page(self, answer: _Cursor, offset: int, cursor_id: str | None) -> QueryPage:
+        """The page of `answer` at `offset`; a first page (`cursor_id` None) with more keeps `answer` as a locator."""
+        rows, size = answer.rows, self.faults.settings.page_size
         end = offset + size
-        if end >= len(records):
-            return QueryPage(len(records), records[offset:], None)
+        if end >= len(rows):
+            return QueryPage(len(rows), self._render(answer, rows[offset:]), None)
         if cursor_id is None:
             cursor_id = self._new_id(_CURSOR, self._outcomes)
             if len(self._cursors) >= _MAX_CURSORS:
                 self._cursors.pop(next(iter(self._cursors)))
-            self._cursors[cursor_id] = _Cursor(records, self._clock())
-        return QueryPage(len(records), records[offset:end], f"{cursor_id}-{end}")
+            self._cursors[cursor_id] = answer
+        return QueryPage(len(rows), self._render(answer, rows[offset:end]), f"{cursor_id}-{end}")
+
+    @staticmethod
+    def _render(answer: _Cursor, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        return [answer.query.render(row, answer.url_prefix) for row in rows]
 
     def _expire_idle_cursors(self) -> None:
         idle = self.faults.settings.locator_idle_seconds
