@@ -6,8 +6,8 @@ the contract says, read the ids to name, build the bodies), then hammers it for 
 with asyncio httpx clients holding `--concurrency` keep-alive connections in all, with the workload's
 mix of the calls the orchestrator makes. iMIS: InvoiceSummary GETs (45% one invoice, 5% a 100-invoice
 page of the billing) and Invoice/_execute POSTs (25% CanCashInvoiceBeReversed, 25% ProcessCashReversal).
-Prints requests/s, latency percentiles, the server process's CPU time over the window and what the
-simulator counted of the writes, as JSON.
+Prints requests/s, latency percentiles, the CPU time the server process and the client processes used
+over the window, and what the simulator counted of the writes, as JSON.
 
 An httpx client costs about three times more CPU per request than the simulator does, so one
 Python process cannot generate 1,000 requests/s on this kind of machine. The connections are spread
@@ -107,12 +107,19 @@ async def _hammer(share: Share) -> dict[str, Any]:
             statuses[str(response.status_code)] += 1
             operations[operation] += 1
 
+    async def cpu_in_window() -> float:
+        """This process's CPU seconds over the window (how much the load generator costs)."""
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        begun = time.process_time()
+        await asyncio.sleep(max(0.0, start_at + share.duration - time.time()))
+        return time.process_time() - begun
+
     try:
-        await asyncio.gather(*(worker(n, client) for n, client in enumerate(clients)))
+        cpu, *_ = await asyncio.gather(cpu_in_window(), *(worker(n, client) for n, client in enumerate(clients)))
     finally:
         for client in clients:
             await client.aclose()
-    return {"latencies": latencies, "statuses": dict(statuses), "operations": dict(operations)}
+    return {"latencies": latencies, "statuses": dict(statuses), "operations": dict(operations), "cpu": cpu}
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -179,6 +186,7 @@ def main() -> None:
         "operations": dict(operations),
         "server_cpu_seconds": round(server_cpu, 2),
         "server_cpu_ms_per_request": round(server_cpu / total * 1000, 3) if total else None,
+        "client_cpu_seconds": round(sum(r["cpu"] for r in results), 2),
         "server_peak_concurrency": counters["peak_concurrency"],
         **workload.summary(counters),
     }

@@ -332,11 +332,11 @@ class Salesforce(Workload):
     provider = "salesforce"
     ready = "invoice batch run: "
     mix = {
-        "query(the run's invoices, first page)": 0.01,
-        "query.more(next page)": 0.04,
-        f"query(InvoiceLine WHERE InvoiceId IN {MAX_IN_VALUES})": 0.05,
+        "query(the run's invoices, first page)": 0.005,
+        "query.more(next page)": 0.015,
+        f"query(InvoiceLine WHERE InvoiceId IN {MAX_IN_VALUES})": 0.03,
         f"query(Invoice WHERE Id IN {MAX_IN_VALUES})": 0.05,
-        f"query(Invoice WHERE Id IN {SF_SETTLE})": 0.35,
+        f"query(Invoice WHERE Id IN {SF_SETTLE})": 0.40,
         "void": 0.50,
     }
     description = (
