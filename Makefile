@@ -32,8 +32,8 @@ demo: $(STAMP) ## Reverse and rebill 2,000 invoices against the built-in iMIS si
 stop: ## Stop the embedded Redis that `make demo` (or any rebill command without REBILL_BROKER_URL) started
 	@if [ -x $(BIN)/rebill ]; then $(BIN)/rebill broker stop; fi
 
-# Test processes side by side (each runs its own deployments; most of a test is waiting on its workers and
-# simulators, so four on two cores finish about a third sooner than two); TEST_PROCESSES=1: one after another.
+# Test processes side by side (each runs its own deployments; a test partly waits on its workers and
+# simulators: on two cores four took 604 s against 690 s for two); TEST_PROCESSES=1: one after another.
 TEST_PROCESSES ?= 4
 
 test: $(STAMP) ## Run the whole test suite (set REBILL_TEST_REDIS_URL/REBILL_TEST_DATABASE_URL to add real servers)
