@@ -58,6 +58,7 @@ def tuning(settings: Settings) -> Tuning:
         lease_seconds=settings.lease_seconds,
         dispatch_window=settings.dispatch_window or 16,
         dispatch_windows={name: settings.chunks_in_broker(name) for name in settings.providers},
+        ramp_chunks={name: settings.provider(name).max_concurrency for name in settings.providers},
         lost_message_seconds=settings.lost_message_seconds,
         max_deliveries=settings.max_deliveries,
         rebill_settle_seconds=settings.rebill_settle_seconds,

@@ -117,6 +117,26 @@ class RunOptions:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+#: The smaller sizes a run's first chunks take, as fractions of its chunk size, `ramp` chunks each.
+_RAMP_DIVISORS = (8, 4, 2)
+
+
+def chunk_capacity(seq: int, chunk_size: int, *, ramp: int) -> int:
+    """How many items chunk `seq` (0-based) of a run takes before it is sealed.
+
+    A chunk's items are worked one after another, so a run acts on as many invoices at once as it has
+    chunks dispatched. Full chunks from the start would keep acting under the tenant's cap until
+    planning had written `ramp` of them; instead the first `ramp` chunks take an eighth of the chunk
+    size, the next `ramp` a quarter, the next `ramp` a half: the cap is reached from planning's
+    first page, and the chunks keep coming while planning catches up. `ramp` 0 keeps every chunk
+    full (a provider whose write covers a whole chunk promises its size).
+    """
+    stage = seq // ramp if ramp > 0 else len(_RAMP_DIVISORS)
+    if stage >= len(_RAMP_DIVISORS):
+        return chunk_size
+    return max(1, -(-chunk_size // _RAMP_DIVISORS[stage]))
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """What a run reverses, as its provider resolved it when the run was opened.

@@ -78,6 +78,7 @@ class Tuning:
     lease_seconds: float = 120.0
     dispatch_window: int = 16  # chunks of a run in the broker at once, unless its provider has its own
     dispatch_windows: Mapping[str, int] = field(default_factory=dict)  # per provider: twice its tenant cap
+    ramp_chunks: Mapping[str, int] = field(default_factory=dict)  # per provider, its tenant cap (`chunk_capacity`)
     lost_message_seconds: float = 120.0
     max_deliveries: int = 5
     rebill_settle_seconds: float = 120.0

@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.domain.errors import PermanentProviderError
 from orchestrator.domain.run import ReasonCode, Run, RunOptions, RunState
 from orchestrator.services.context import Context
-from orchestrator.services.ports import BillingProvider, NewRun
+from orchestrator.services.ports import ActionUnit, BillingProvider, NewRun
 from orchestrator.services.transitions import advance, dispatch_ready_chunks
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ def _prepare(ctx: Context, provider: BillingProvider, run: Run) -> Run:
 def _stream_plan(ctx: Context, provider: BillingProvider, run: Run) -> int | None:
     """Write the plan page by page from the run's cursor; the final cursor, or None if we lost it."""
     chunk_size = run.options.chunk_size if _acts_on_items(provider, run) else 0
+    # Smaller first chunks bring acting to the tenant's cap sooner; a provider whose one write covers a
+    # whole chunk keeps every chunk at the size it promised.
+    ramp = ctx.tuning.ramp_chunks.get(run.provider, 0) if provider.unit is ActionUnit.ITEM else 0
     offset = run.plan_offset
     with ctx.recorder.collect() as calls:
         for page in provider.iter_plan(run, cursor=offset):
@@ -133,6 +136,7 @@ def _stream_plan(ctx: Context, provider: BillingProvider, run: Run) -> int | Non
                 expected_offset=offset,
                 next_offset=next_offset,
                 chunk_size=chunk_size,
+                ramp=ramp,
                 now=ctx.clock(),
             ):
                 return None

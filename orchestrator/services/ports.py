@@ -453,9 +453,11 @@ class Ledger(Protocol):
         expected_offset: int,
         next_offset: int,
         chunk_size: int,
+        ramp: int = 0,
         now: datetime,
     ) -> bool:
-        """Write one page of the plan and move the cursor, atomically; False if the cursor moved."""
+        """Write one page of the plan and move the cursor, atomically; False if the cursor moved.
+        Pending items go into chunks of `chunk_size` (none when 0), the first ones smaller (`chunk_capacity`)."""
         ...
 
     def finish_planning(self, run_id: str, *, expected_offset: int, now: datetime, to: RunState) -> bool:

@@ -15,6 +15,7 @@ from orchestrator.domain.run import (
     RunOptions,
     RunState,
     Selection,
+    chunk_capacity,
     overlap_refusal,
     retry_delay,
 )
@@ -167,3 +168,18 @@ def test_an_item_claimed_more_than_once_may_have_been_acted_on(claims: int, befo
     )
 
     assert item.claimed_before is before
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "ramp", "capacities"),
+    [
+        (50, 0, [50] * 30),  # no ramp: every chunk full (a provider whose write covers a whole chunk)
+        (50, 8, [7] * 8 + [13] * 8 + [25] * 8 + [50] * 6),  # an eighth, a quarter, a half, then full
+        (50, 1, [7, 13, 25, 50, 50]),
+        (5, 2, [1, 1, 2, 2, 3, 3, 5]),  # rounded up
+        (1, 8, [1] * 30),  # never empty
+        (1000, 3, [125] * 3 + [250] * 3 + [500] * 3 + [1000]),
+    ],
+)
+def test_a_runs_first_chunks_are_smaller(chunk_size: int, ramp: int, capacities: list[int]) -> None:
+    assert [chunk_capacity(seq, chunk_size, ramp=ramp) for seq in range(len(capacities))] == capacities

@@ -821,6 +821,27 @@ class TestCancel:
         assert world.run(run_id).state is RunState.NEEDS_ATTENTION
 
 
+class TestChunkSizes:
+    def test_a_runs_first_chunks_are_smaller_and_every_invoice_is_reversed_once(self, world: World) -> None:
+        world.ctx.tuning = dataclasses.replace(world.ctx.tuning, ramp_chunks={world.provider.name: 2})
+        run_id = world.start()
+        planning.plan_run(world.ctx, run_id)
+        sizes = [len(world.chunk(run_id, chunk_id)) for chunk_id in world.dispatcher.chunks()]
+        assert sizes == [1, 1, 2, 2]  # the dispatch window (4) of the chunks of 1, 1, 2, 2, 3, 3, 5, 3
+
+        world.deliver()
+        assert world.run(run_id).state is RunState.COMPLETED
+        assert world.provider.reversals() == dict.fromkeys(OPEN_IDS, 1)
+
+    def test_a_provider_whose_write_covers_a_chunk_keeps_every_chunk_at_its_size(self, world: World) -> None:
+        world.ctx.tuning = dataclasses.replace(world.ctx.tuning, ramp_chunks={world.bulk.name: 2})
+        run_id = world.start(provider=world.bulk)
+        world.deliver()
+
+        assert world.run(run_id).state is RunState.COMPLETED
+        assert sorted(len(ids) for ids in world.bulk.reversal_batches.values()) == [5, 5, 5, 5]
+
+
 class TestChunkProvider:
     """A provider whose one write covers a whole chunk (EnergyCAP's bulk reverse)."""
 

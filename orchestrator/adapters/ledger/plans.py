@@ -11,15 +11,20 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from orchestrator.adapters.ledger.models import ChunkRow, ItemRow, RunRow
 from orchestrator.adapters.ledger.rows import LedgerBase
-from orchestrator.domain.run import ChunkState, ItemState, PlannedItem, RunState
+from orchestrator.domain.run import ChunkState, ItemState, PlannedItem, RunState, chunk_capacity
 
 
 @dataclass
 class _OpenChunk:
     id: int
     size: int
+    capacity: int
     group: str | None
     sealed: bool = False
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
 
     def continues(self, group: str | None) -> bool:
         """The next item belongs to this chunk's last group: it must not start a new chunk."""
@@ -35,6 +40,7 @@ class PlanWriter(LedgerBase):
         expected_offset: int,
         next_offset: int,
         chunk_size: int,
+        ramp: int = 0,
         now: datetime,
     ) -> bool:
         to_reverse = [p for p in items if p.state is ItemState.PENDING]
@@ -50,7 +56,7 @@ class PlanWriter(LedgerBase):
             ).scalar()
             if plan_count is None:
                 return False
-            chunk_ids = iter(self._assign_chunks(conn, run_id, to_reverse, chunk_size) if chunk_size else ())
+            chunk_ids = iter(self._assign_chunks(conn, run_id, to_reverse, chunk_size, ramp) if chunk_size else ())
             rows = [
                 self._item_values(
                     run_id,
@@ -75,11 +81,12 @@ class PlanWriter(LedgerBase):
         return True
 
     def _assign_chunks(
-        self, conn: Connection, run_id: str, pending: Sequence[PlannedItem], chunk_size: int
+        self, conn: Connection, run_id: str, pending: Sequence[PlannedItem], chunk_size: int, ramp: int
     ) -> list[int]:
         """The chunk of each pending item, in order, filling the run's open chunk first.
 
-        A chunk is sealed (ready to dispatch) once full, except while items of one group keep coming:
+        A chunk is sealed (ready to dispatch) once full (`chunk_capacity`: the run's first `ramp` chunks
+        at each smaller size are smaller), except while items of one group keep coming:
         then it grows until the group ends, so a group's items are worked by one task, one after
         another (Aria refuses concurrent work on one account). Ungrouped chunks seal as soon as full.
         """
@@ -87,7 +94,7 @@ class PlanWriter(LedgerBase):
             return []
         found = conn.execute(
             self._lock(
-                select(ChunkRow.id, ChunkRow.size, ChunkRow.group_key)
+                select(ChunkRow.id, ChunkRow.seq, ChunkRow.size, ChunkRow.group_key)
                 .where(ChunkRow.run_id == run_id, ChunkRow.sealed.is_(False))
                 .order_by(ChunkRow.seq.desc())
                 .limit(1)
@@ -98,11 +105,15 @@ class PlanWriter(LedgerBase):
                 select(func.coalesce(func.max(ChunkRow.seq) + 1, 0)).where(ChunkRow.run_id == run_id)
             ).scalar_one()
         )
-        current = _OpenChunk(found.id, found.size, found.group_key) if found is not None else None
+        current = (
+            _OpenChunk(found.id, found.size, chunk_capacity(found.seq, chunk_size, ramp=ramp), found.group_key)
+            if found is not None
+            else None
+        )
         touched: list[_OpenChunk] = []
         assigned: list[int] = []
         for planned in pending:
-            if current is not None and current.size >= chunk_size and not current.continues(planned.group):
+            if current is not None and current.full and not current.continues(planned.group):
                 current.sealed = True
                 current = None
             if current is None:
@@ -119,14 +130,14 @@ class PlanWriter(LedgerBase):
                     )
                     .returning(ChunkRow.id)
                 ).scalar_one()
+                current = _OpenChunk(chunk_id, 0, chunk_capacity(next_seq, chunk_size, ramp=ramp), None)
                 next_seq += 1
-                current = _OpenChunk(chunk_id, 0, None)
             if not touched or touched[-1] is not current:
                 touched.append(current)
             assigned.append(current.id)
             current.size += 1
             current.group = planned.group
-        if current is not None and current.size >= chunk_size and current.group is None:
+        if current is not None and current.full and current.group is None:
             current.sealed = True
         for chunk in touched:
             conn.execute(

@@ -23,7 +23,7 @@ def build(settings: ProviderSettings, connection: Connection) -> BillingProvider
         timeout=connection.timeout,
         observer=connection.observer,
     )
-    return AriaProvider(client, page_size=settings.page_size)
+    return AriaProvider(client, page_size=settings.page_size, reads_at_once=settings.max_concurrency)
 
 
 PLATFORM = Platform(

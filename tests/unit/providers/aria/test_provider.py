@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -21,6 +23,7 @@ from orchestrator.adapters.providers.registry import PLATFORMS
 from orchestrator.domain.billing import ApiCall
 from orchestrator.domain.errors import ProviderThrottled, RunRefused, TransientProviderError
 from orchestrator.domain.run import Item, ItemOutcome, ItemState, PlannedItem, Run, RunOptions, RunState
+from orchestrator.services.context import CallRecorder
 from orchestrator.services.ports import BillingProvider, Finish, Opening
 from simulators.aria import AriaApp, AriaState, SeededRun, seed_bill_run
 from tests.support.aria import REASON_CODE, corrected_amount, write_corrections
@@ -69,16 +72,22 @@ def calls() -> list[ApiCall]:
 
 @pytest.fixture
 def make_provider(wire: Wire, calls: list[ApiCall]) -> Callable[..., AriaProvider]:
-    def make(page_size: int = 500) -> AriaProvider:
+    def make(
+        page_size: int = 500,
+        *,
+        reads_at_once: int = 1,
+        handler: Callable[[httpx.Request], httpx.Response] = wire,
+        observer: Callable[[ApiCall], None] = calls.append,
+    ) -> AriaProvider:
         client = AriaClient(
             base_url="https://aria.test",
             client_no=CLIENT_NO,
             auth_key=SecretStr(AUTH_KEY),
-            transport=httpx.MockTransport(wire),
+            transport=httpx.MockTransport(handler),
             timeout=httpx.Timeout(5, connect=2),
-            observer=calls.append,
+            observer=observer,
         )
-        return AriaProvider(client, page_size=page_size)
+        return AriaProvider(client, page_size=page_size, reads_at_once=reads_at_once)
 
     return make
 
@@ -91,6 +100,30 @@ def provider(make_provider: Callable[..., AriaProvider], seeded: SeededRun) -> A
 @pytest.fixture
 def corrections(tmp_path: Path) -> Path:
     return write_corrections(tmp_path)
+
+
+@dataclass
+class Overlapping:
+    """The wire, holding each `rest_call` request a moment, counting how many were in at once."""
+
+    wire: Wire
+    rest_call: str
+    peak: int = 0
+    _inside: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["rest_call"] != self.rest_call:
+            return self.wire(request)
+        with self._lock:
+            self._inside += 1
+            self.peak = max(self.peak, self._inside)
+        try:
+            time.sleep(0.01)
+            return self.wire(request)
+        finally:
+            with self._lock:
+                self._inside -= 1
 
 
 def options(corrections: Path, **more: Any) -> dict[str, Any]:
@@ -337,6 +370,27 @@ class TestPlan:
         numbers = [int(item.invoice.invoice_id) for page in pages for item in page.items]
         assert numbers == sorted(seeded.invoice_nos)
         assert state.counters()["requests"]["get_invoice_information_m"] == 6
+
+    def test_histories_are_read_together_each_call_on_the_runs_record_and_the_verdicts_the_same(
+        self, make_provider: Callable[..., AriaProvider], wire: Wire, state: AriaState, corrections: Path
+    ) -> None:
+        seed_bill_run(state, invoices=120, seed=5, bill_date=date(2025, 12, 1))
+        selector = {"bill_date": "2025-12-01"}
+        one_by_one = make_provider()
+        run = as_run(one_by_one.open(selector, options(corrections), RunOptions()))
+        expected = [(item.invoice.invoice_id, item.reason) for item in plan(one_by_one, run)]
+
+        reading = Overlapping(wire, "get_invoice_history_m")
+        recorder = CallRecorder()
+        together = make_provider(reads_at_once=4, handler=reading, observer=recorder.record)
+        state.reset_counters()
+        with recorder.collect() as recorded:
+            assert [(item.invoice.invoice_id, item.reason) for item in plan(together, run)] == expected
+
+        reads = state.counters()["requests"]["get_invoice_history_m"]
+        assert reads > 4
+        assert 1 < reading.peak <= 4  # never more than `reads_at_once` at once
+        assert sum(call.operation == "get_invoice_history_m" for call in recorded) == reads  # each on the record
 
     def test_planning_resumes_from_its_cursor(
         self, provider: AriaProvider, seeded: SeededRun, corrections: Path
