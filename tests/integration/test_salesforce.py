@@ -53,7 +53,8 @@ def test_a_batch_run_voids_each_eligible_invoice_once_and_generates_each_schedul
 
 @pytest.mark.slow
 def test_a_2000_invoice_batch_run_with_schedule_errors_recovered(stack: Stack, org: SalesforceState) -> None:
-    org.faults.update(p_schedule_error=0.05)
+    # About 35 of the 3,400 schedules end in Error: each recovery is its own request and follow-up round.
+    org.faults.update(p_schedule_error=0.01)
     seeded = seed(org, 2000)
     code, run_id, output = run_waiting(stack, "--invoice-batch-run", seeded.invoice_batch_run_id)
 
