@@ -263,7 +263,11 @@ class AriaProvider:
             return {acct_no: self._client.get_invoice_history(acct_no) for acct_no in accounts}
         with ThreadPoolExecutor(max_workers=min(self._reads_at_once, len(accounts))) as pool:
             read = [pool.submit(copy_context().run, self._client.get_invoice_history, acct_no) for acct_no in accounts]
-            return {acct_no: future.result() for acct_no, future in zip(accounts, read, strict=True)}
+            try:
+                return {acct_no: future.result() for acct_no, future in zip(accounts, read, strict=True)}
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # the page is planned again: the reads not begun are not made
+                raise
 
     # --- act ---------------------------------------------------------------------------------------------
 

@@ -392,6 +392,18 @@ class TestPlan:
         assert 1 < reading.peak <= 4  # never more than `reads_at_once` at once
         assert sum(call.operation == "get_invoice_history_m" for call in recorded) == reads  # each on the record
 
+    def test_a_failed_history_read_stops_the_reads_not_yet_begun(
+        self, make_provider: Callable[..., AriaProvider], state: AriaState, corrections: Path
+    ) -> None:
+        seed_bill_run(state, invoices=120, seed=5, bill_date=date(2025, 12, 1))
+        provider = make_provider(reads_at_once=2)
+        run = as_run(provider.open({"bill_date": "2025-12-01"}, options(corrections), RunOptions()))
+        state.faults.update(p_500=1.0, fault_operations=["get_invoice_history_m"])
+        state.reset_counters()
+        with pytest.raises(TransientProviderError):
+            plan(provider, run)
+        assert state.counters()["requests"]["get_invoice_history_m"] <= 3  # the first failure, and what had begun
+
     def test_planning_resumes_from_its_cursor(
         self, provider: AriaProvider, seeded: SeededRun, corrections: Path
     ) -> None:
