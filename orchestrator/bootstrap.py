@@ -156,7 +156,9 @@ class Container:
 
     @functools.cached_property
     def engines(self) -> LedgerEngines:
-        engines = create_engines(database_url(self.settings))
+        engines = create_engines(
+            database_url(self.settings), session_label=self.worker.id if self.worker is not None else None
+        )
         migrate(engines)
         return engines
 

@@ -57,10 +57,11 @@ def take_over_from_dead_workers(ctx: Context) -> TakenOver:
             elif state is RunState.POLLING:
                 ctx.dispatcher.poll(run_id)
         log.warning(
-            "worker %s declared dead (no heartbeat for over %g s): expired %s claim(s), re-dispatched "
-            "%s chunk(s) and %s run step(s)",
+            "worker %s declared dead (no heartbeat for over %g s): ended %s database session(s), expired %s "
+            "claim(s), re-dispatched %s chunk(s) and %s run step(s)",
             worker_id,
             ctx.tuning.worker_dead_after_seconds,
+            released.sessions,
             released.claims,
             len(released.chunks),
             len(released.runs),

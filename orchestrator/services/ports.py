@@ -348,6 +348,7 @@ class Released:
     claims: int
     chunks: tuple[tuple[str, int], ...]  # (run id, chunk id)
     runs: tuple[tuple[str, RunState], ...]  # (run id, the state whose run-level work it held)
+    sessions: int = 0  # its database sessions ended (a frozen one may hold row locks, and no timeout ends it)
 
 
 @dataclass(frozen=True, slots=True)

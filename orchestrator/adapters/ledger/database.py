@@ -74,7 +74,10 @@ def require_existing_ledger(url: str, *, setting: str) -> None:
         )
 
 
-def create_engines(url: str) -> LedgerEngines:
+def create_engines(url: str, *, session_label: str | None = None) -> LedgerEngines:
+    """The ledger's engines. On PostgreSQL a worker's connections carry its id (`session_label`, as
+    `application_name`, unless the URL names one): a worker declared dead has its sessions ended,
+    so rows it locked before freezing are freed at once (`WorkerLiveness.end_sessions`)."""
     parsed = _parsed(url)
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)
@@ -87,11 +90,21 @@ def create_engines(url: str) -> LedgerEngines:
         # No pre-ping: it costs a round trip per transaction (three per invoice). After a database
         # restart one statement fails on a dead connection, the pool is invalidated, and the ledger-
         # driven reconciler re-dispatches whatever that task was doing.
-        engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=1800)
+        label = (
+            {}
+            if session_label is None or "application_name" in parsed.query
+            else {"application_name": session_name(session_label)}
+        )
+        engine = create_engine(parsed, pool_size=10, max_overflow=20, pool_recycle=1800, connect_args=label)
     except (ArgumentError, ModuleNotFoundError) as error:
         raise ConfigurationError(f"REBILL_DATABASE_URL cannot be used: {error}") from None
     event.listen(engine, "connect", _bound_idle_transactions)
     return LedgerEngines(read=engine, write=engine)
+
+
+def session_name(label: str) -> str:
+    """`label` as PostgreSQL keeps an `application_name` (at most 63 bytes)."""
+    return label.encode()[:63].decode(errors="ignore")
 
 
 #: A transaction left open longer than this is ended by PostgreSQL. Ours take milliseconds; one held

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import insert, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 
+from orchestrator.adapters.ledger.database import session_name
 from orchestrator.adapters.ledger.models import ChunkRow, ItemRow, RunRow, WorkerRow
 from orchestrator.adapters.ledger.rows import LedgerBase
 from orchestrator.domain.run import ACTIVE_RUN_STATES, ChunkState, ItemState, RunState
 from orchestrator.services.ports import Released, WorkerStatus
+
+log = logging.getLogger(__name__)
 
 
 class WorkerLiveness(LedgerBase):
@@ -47,8 +52,10 @@ class WorkerLiveness(LedgerBase):
         return declared
 
     def release_worker(self, worker_id: str, *, now: datetime) -> Released:
-        """Expire every claim of a dead worker in active runs and hand back its unfinished deliveries,
-        the messages it may have fetched, and its run-level work: the chunks and runs to dispatch again."""
+        """End a dead worker's database sessions, then expire every claim of it in active runs and hand
+        back its unfinished deliveries, the messages it may have fetched, and its run-level work: the
+        chunks and runs to dispatch again."""
+        sessions = self._end_sessions(worker_id)
         active = [state.value for state in ACTIVE_RUN_STATES]
         chunks: set[tuple[str, int]] = set()
         with self._write.begin() as conn:
@@ -99,7 +106,33 @@ class WorkerLiveness(LedgerBase):
             claims=expired,
             chunks=tuple(sorted(chunks)),
             runs=tuple((run_id, RunState(state)) for run_id, state in held),
+            sessions=sessions,
         )
+
+    def _end_sessions(self, worker_id: str) -> int:
+        """PostgreSQL: terminate the sessions labelled with the worker's id (`create_engines`).
+
+        A worker frozen in the middle of a pipelined statement (psycopg sends executemany as a pipeline)
+        is neither idle in a transaction nor running a statement, so no server timeout ends it: its row
+        locks would stop the takeover until it thawed. Its transactions roll back; what it may have sent
+        meanwhile is settled by reading, as for any worker that died. Without the right to end them (a
+        role that is not the workers' own), the leases and the idle-in-transaction timeout remain.
+        """
+        if not self._postgres:
+            return 0
+        try:
+            with self._write.begin() as conn:
+                ended = conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": session_name(worker_id)},
+                ).scalars()
+                return sum(1 for done in ended if done)
+        except DBAPIError as error:
+            log.warning("could not end the database sessions of dead worker %s: %s", worker_id, error.orig)
+            return 0
 
     def workers(self) -> list[WorkerStatus]:
         with self._read.connect() as conn:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import text
+
+from orchestrator.adapters.ledger.database import LedgerEngines, create_engines
 from orchestrator.adapters.ledger.sql import SqlLedger
 from orchestrator.domain.run import ItemState
+from orchestrator.services.ports import Released
 from tests.fakes import FakeClock
 from tests.unit.ledger.conftest import MakeRun
 
@@ -52,6 +59,38 @@ class TestDeclaringDead:
         assert ledger.beat("w1", host="h", pid=1, now=clock()) is False
         assert ledger.beat("w1", host="h", pid=1, now=clock()) is True
         assert [worker.dead_at for worker in ledger.workers()] == [None]
+
+    def test_a_dead_workers_sessions_are_ended_so_rows_it_locked_do_not_stop_the_takeover(
+        self, engines: LedgerEngines, ledger: SqlLedger, clock: FakeClock, make_run: MakeRun
+    ) -> None:
+        if engines.write.dialect.name != "postgresql":
+            pytest.skip("PostgreSQL: SQLite has no sessions of other processes to end")
+        worker = f"w-{uuid.uuid4().hex[:8]}"  # the label is server-wide: other tests' sessions are not ours
+        run = make_run(invoices=3)
+        chunk_id = next(ledger.iter_items(run.id)).chunk_id
+        assert chunk_id is not None
+        ledger.beat(worker, host="h", pid=1, now=clock())
+        owner = f"{worker}/1/a"
+        ledger.claim_items(chunk_id, owner=owner, now=clock(), lease_until=clock.now + timedelta(hours=1), limit=2)
+        # The worker's own connection, frozen while its transaction holds its items' rows.
+        frozen = create_engines(engines.write.url.render_as_string(hide_password=False), session_label=worker)
+        holder = frozen.write.connect()
+        holder.begin()
+        holder.execute(text("UPDATE items SET attempts = attempts WHERE lease_owner = :owner"), {"owner": owner})
+        clock.advance(8)
+        assert ledger.declare_dead(silent_since=clock.now - DEAD_AFTER, now=clock()) == [worker]
+
+        released: list[Released] = []
+        taking_over = threading.Thread(target=lambda: released.append(ledger.release_worker(worker, now=clock())))
+        taking_over.start()
+        taking_over.join(timeout=10)  # PostgreSQL's own idle-in-transaction timeout is 15 s
+        try:
+            assert released, "the takeover waited on the dead worker's row locks"
+            assert (released[0].sessions, released[0].claims) == (1, 2)
+        finally:
+            taking_over.join()
+            holder.invalidate()
+            frozen.write.dispose()
 
 
 class TestRenewalAgainstDeath:
