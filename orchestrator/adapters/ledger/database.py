@@ -77,7 +77,7 @@ def require_existing_ledger(url: str, *, setting: str) -> None:
 def create_engines(url: str, *, session_label: str | None = None) -> LedgerEngines:
     """The ledger's engines. On PostgreSQL a worker's connections carry its id (`session_label`, as
     `application_name`, unless the URL names one): a worker declared dead has its sessions ended,
-    so rows it locked before freezing are freed at once (`WorkerLiveness.end_sessions`)."""
+    so rows it locked before freezing are freed at once (`WorkerLiveness.release_worker`)."""
     parsed = _parsed(url)
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_file(parsed)

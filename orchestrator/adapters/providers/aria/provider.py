@@ -252,7 +252,8 @@ class AriaProvider:
         """Which of `headers` were rebilled, reading the history only of accounts where it decides a
         verdict (each account's once: `histories` keeps those read)."""
         unknown = [header for header in headers if rebill_unknown(header)]
-        histories.update(self._histories(list(dict.fromkeys(h.acct_no for h in unknown if h.acct_no not in histories))))
+        unread = dict.fromkeys(header.acct_no for header in unknown if header.acct_no not in histories)
+        histories.update(self._histories(list(unread)))
         return {header.invoice_no for header in unknown if histories[header.acct_no].rebilled(header.invoice_no)}
 
     def _histories(self, accounts: Sequence[int]) -> dict[int, InvoiceHistory]:
